@@ -1,0 +1,17 @@
+"""symgrad: models written as formulas, differentiated symbolically, compiled to kernels.
+
+>>> import symgrad as sg
+>>> x1, x2, y = sg.inputs("x1 x2 y")
+>>> w1, w2, b = sg.params("w1 w2 b", init=0.0)
+>>> loss = sg.mean((w1 * x1 + w2 * x2 + b - y) ** 2)
+>>> print(loss)
+mean((w1*x1 + w2*x2 + b - y)**2)
+"""
+
+from symgrad.expr import *  # noqa: F403
+from symgrad.expr import __all__ as _expr_all
+from symgrad.expr import init
+from symgrad.runtime import Function, function
+
+__version__ = "0.1.0"
+__all__ = [*_expr_all, "init", "Function", "function"]

@@ -1,0 +1,1 @@
+"""Lowering graphs to loop IR and backend code (see the LLVM backend issue)."""

@@ -1,0 +1,1 @@
+"""Symbolic differentiation and simplification (see the differentiation issue)."""

@@ -1,0 +1,19 @@
+"""The graph stage: nodes, operators, leaves, the reference evaluator, printing, SymPy."""
+
+from symgrad.expr.evaluate import evaluate
+from symgrad.expr.functions import *  # noqa: F403
+from symgrad.expr.functions import __all__ as _functions
+from symgrad.expr.leaves import const, input, inputs, param, params
+from symgrad.expr.losses import *  # noqa: F403
+from symgrad.expr.losses import __all__ as _losses
+from symgrad.expr.node import Expr, OpDef, toposort
+from symgrad.expr.printing import latex
+from symgrad.expr.shapes import ShapeError
+from symgrad.expr.sympy_bridge import from_sympy, to_sympy
+from symgrad.expr.table import ALL_OPS, count_ops
+from symgrad.expr.tensors import *  # noqa: F403
+from symgrad.expr.tensors import __all__ as _tensors
+
+__all__ = [*_functions, *_losses, *_tensors, "evaluate", "const", "input", "inputs", "param",
+           "params", "Expr", "OpDef", "toposort", "latex", "ShapeError", "from_sympy",
+           "to_sympy", "ALL_OPS", "count_ops"]

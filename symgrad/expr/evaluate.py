@@ -1,0 +1,155 @@
+"""The NumPy reference evaluator: the ground truth every compiled backend is tested against.
+
+It is written to be obviously correct, not fast: one NumPy call per node, in topological
+order, with every result cast to the node's declared dtype (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from symgrad.expr.leaves import CONST, INPUT, PARAM
+from symgrad.expr.node import Expr, toposort
+from symgrad.expr.shapes import fmt
+
+Outputs = Expr | Sequence[Expr]
+
+
+def as_outputs(outputs: Outputs) -> tuple[list[Expr], bool]:
+    """The list of output nodes and whether one node (not a list) was given."""
+    if isinstance(outputs, Expr):
+        return [outputs], True
+    try:
+        nodes = list(outputs)
+    except TypeError:
+        raise TypeError(f"outputs: expected a symgrad expression or a list of them, got "
+                        f"{type(outputs).__name__}") from None
+    for i, n in enumerate(nodes):
+        if not isinstance(n, Expr):
+            raise TypeError(f"outputs[{i}]: expected a symgrad expression, got "
+                            f"{type(n).__name__}")
+    return nodes, False
+
+
+def graph_inputs(nodes: Sequence[Expr]) -> dict[str, Expr]:
+    """The inputs the nodes depend on, by name; two different inputs may not share one."""
+    found: dict[str, Expr] = {}
+    for n in toposort(list(nodes)):
+        if n.op is INPUT:
+            other = found.setdefault(n.arg.name, n)
+            if other is not n:
+                raise ValueError(f"two different inputs are both named {n.name!r}: "
+                                 f"{other.dtype} {fmt(other.shape)} and "
+                                 f"{n.dtype} {fmt(n.shape)}; give them different names")
+    return found
+
+
+_KIND_NAMES = {"f": "floating", "i": "integer", "u": "integer", "b": "bool"}
+
+
+def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
+        dict[str, np.ndarray], dict[str, int]]:
+    """Check every feed against its input before anything runs.
+
+    Returns the arrays (cast to the inputs' dtypes) and the sizes bound to symbolic
+    dimensions. Raises ``ValueError`` (missing or unknown name, wrong rank or size, a
+    symbolic dimension bound twice) or ``TypeError`` (not an array, wrong dtype kind).
+    """
+    unknown = sorted(set(feeds) - set(needed))
+    if unknown:
+        raise ValueError(f"unknown input{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}: this graph's inputs are "
+                         f"{', '.join(map(repr, sorted(needed))) or 'none'}")
+    missing = sorted(set(needed) - set(feeds))
+    if missing:
+        parts = [f"{name!r} ({needed[name].dtype} {fmt(needed[name].shape)})"
+                 for name in missing]
+        raise ValueError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(parts)}")
+    arrays: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    bound_by: dict[str, str] = {}
+    for name in sorted(needed):
+        node, value = needed[name], feeds[name]
+        want = f"{node.dtype} array of shape {fmt(node.shape)}"
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(f"input {name!r}: expected a {want}, got {type(value).__name__}")
+        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"input {name!r}: expected a {want}, got {type(value).__name__} "
+                            f"of dtype {arr.dtype}")
+        if node.dtype.kind == "f" and arr.dtype.kind not in "f":
+            if arr.dtype.kind == "b" or not isinstance(value, (list, tuple, int, float)):
+                raise TypeError(f"input {name!r}: expected a {want}, got an array of "
+                                f"{_KIND_NAMES[arr.dtype.kind]} dtype {arr.dtype}")
+        elif node.dtype.kind in "iu" and arr.dtype.kind not in "iu":
+            raise TypeError(f"input {name!r}: expected a {want}, got an array of "
+                            f"{_KIND_NAMES[arr.dtype.kind]} dtype {arr.dtype}")
+        elif node.dtype.kind == "b" and arr.dtype.kind != "b":
+            raise TypeError(f"input {name!r}: expected a {want}, got dtype {arr.dtype}")
+        if arr.ndim != len(node.shape):
+            raise ValueError(f"input {name!r}: expected {len(node.shape)} dimensions "
+                             f"{fmt(node.shape)}, got {arr.ndim} with shape {fmt(arr.shape)}")
+        for axis, (dim, got) in enumerate(zip(node.shape, arr.shape)):
+            if isinstance(dim, str):
+                if dim in sizes and sizes[dim] != got:
+                    raise ValueError(
+                        f"input {name!r}: dimension {dim!r} (axis {axis}) is {got}, but input "
+                        f"{bound_by[dim]!r} set {dim} = {sizes[dim]}; shape {fmt(node.shape)}"
+                        f" expected, got {fmt(arr.shape)}")
+                sizes.setdefault(dim, got)
+                bound_by.setdefault(dim, name)
+            elif dim != got:
+                raise ValueError(f"input {name!r}: expected shape {fmt(node.shape)}, got "
+                                 f"{fmt(arr.shape)} (axis {axis} is {got}, not {dim})")
+        if node.dtype.kind in "iu" and arr.dtype != node.dtype and arr.size:
+            info = np.iinfo(node.dtype)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise ValueError(f"input {name!r}: values from {arr.min()} to {arr.max()} do "
+                                 f"not fit {node.dtype}")
+        arrays[name] = arr.astype(node.dtype, copy=False)
+    return arrays, sizes
+
+
+def _bind(shape: tuple, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+
+
+def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
+              sizes: Mapping[str, int]) -> list[np.ndarray]:
+    """Evaluate already-checked feeds through the graph."""
+    values: dict[Expr, np.ndarray] = {}
+    with np.errstate(all="ignore"):  # inf and nan propagate as in NumPy, without warnings
+        for node in toposort(list(nodes)):
+            op = node.op
+            if op is INPUT:
+                out = arrays[node.arg.name]
+            elif op is PARAM:
+                out = node.arg.value.copy()  # a snapshot: later updates must not alias
+            elif op is CONST:
+                out = node.arg.array
+            else:
+                arg = _bind(node.arg, sizes) if op.extra.get("shape_arg") else node.arg
+                out = op.numpy(arg, *(values[s] for s in node.srcs))
+            out = np.asarray(out)
+            if out.dtype != node.dtype:
+                out = out.astype(node.dtype)
+            values[node] = out
+    return [values[n] for n in nodes]
+
+
+def evaluate(outputs: Outputs, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Evaluate ``outputs`` with NumPy; one node gives one array, a list gives a tuple.
+
+    Only the inputs the outputs depend on are needed; parameters use their current values.
+
+    >>> x, y = sg.inputs("x y")
+    >>> w = sg.param("w", init=2.0)
+    >>> sg.evaluate(sg.mean((w * x - y) ** 2), x=[1.0, 2.0], y=[2.0, 4.0])
+    array(0., dtype=float32)
+    """
+    nodes, single = as_outputs(outputs)
+    arrays, sizes = check_feeds(graph_inputs(nodes), feeds)
+    results = run_graph(nodes, arrays, sizes)
+    return results[0] if single else tuple(results)

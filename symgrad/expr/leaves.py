@@ -1,0 +1,174 @@
+"""Leaves of the graph: data inputs, trainable parameters and constants.
+
+An input is identified by its name, shape and dtype: ``input("x")`` twice is one node, and a
+compiled function is fed by input name. Every ``param(...)`` call creates a new parameter
+with its own value, whatever its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from symgrad.expr.dtypes import FLOAT32, as_dtype
+from symgrad.expr.node import LEAF, Expr, OpDef
+from symgrad.expr.shapes import Shape, as_shape, fmt
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: Shape
+    dtype: np.dtype
+
+
+class ConstData:
+    """A constant's array, hashable by its bytes so equal constants intern to one node."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, array: np.ndarray):
+        self.array = np.array(array)  # a private, read-only copy
+        self.array.setflags(write=False)
+        self._key = (self.array.dtype.str, self.array.shape, self.array.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConstData) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def scalar(self) -> float | int | bool | None:
+        """The value if every element is the same number, else ``None``."""
+        flat = self.array.reshape(-1)
+        if flat.size and (flat == flat[0]).all() and not np.isnan(flat[0]):
+            return flat[0].item()
+        return None
+
+
+class ParamSlot:
+    """The storage behind one parameter: its name and its current value.
+
+    Hashed by identity: two parameters are never the same node.
+    """
+
+    __slots__ = ("name", "value", "shape", "dtype", "__weakref__")
+
+    def __init__(self, name: str, value: np.ndarray):
+        self.name = name
+        self.value = value
+        self.shape: Shape = value.shape
+        self.dtype = value.dtype
+
+    def assign(self, new: Any) -> None:
+        arr = np.asarray(new)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"parameter {self.name!r}: expected a numeric array of shape "
+                            f"{fmt(self.shape)}, got {type(new).__name__} of dtype {arr.dtype}")
+        if arr.shape != self.shape:
+            raise ValueError(f"parameter {self.name!r}: expected shape {fmt(self.shape)}, "
+                             f"got {fmt(arr.shape)}")
+        # Write in place: compiled steps hold this array, so they see the new value.
+        self.value[...] = arr.astype(self.dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"ParamSlot({self.name!r}, {fmt(self.shape)})"
+
+
+INPUT = OpDef("input", LEAF, lambda srcs, a: (a.shape, a.dtype), None, fn="input")
+PARAM = OpDef("param", LEAF, lambda srcs, a: (a.shape, a.dtype), None, fn="param")
+CONST = OpDef("const", LEAF, lambda srcs, a: (a.array.shape, a.array.dtype),
+              lambda a: a.array, fn="const")
+
+
+def input(name: str, shape: object = ("N",), dtype: object = "float32") -> Expr:  # noqa: A001
+    """A data input, fed by name when the graph runs.
+
+    >>> x = sg.input("x")                          # float32 vector of symbolic length N
+    >>> X = sg.input("X", shape=("N", 784))
+    >>> labels = sg.input("labels", dtype="int32")
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"input name must be an identifier, got {name!r}")
+    return Expr(INPUT, (), InputSpec(name, as_shape(shape, f"input {name!r}"),
+                                     as_dtype(dtype, f"input {name!r}")))
+
+
+def inputs(names: str, shape: object = ("N",), dtype: object = "float32") -> tuple[Expr, ...]:
+    """Several inputs of one shape and dtype from a space-separated string.
+
+    >>> x1, x2, y = sg.inputs("x1 x2 y")
+    """
+    return tuple(input(n, shape, dtype) for n in names.replace(",", " ").split())
+
+
+Init = Callable[[Shape, np.dtype], np.ndarray]
+
+
+def param(name: str, shape: object = None, init: float | np.ndarray | Init = 0.0,
+          dtype: object = "float32") -> Expr:
+    """A new trainable parameter; ``.value`` reads and assigns its current value.
+
+    ``init`` is a number, an array (the shape is taken from it when not given) or an
+    initializer from :mod:`symgrad.init`.
+
+    >>> w = sg.param("w", init=0.5)
+    >>> W = sg.param("W", shape=(784, 10), init=sg.init.normal(0.0, 0.01, seed=0))
+    >>> W.value.shape
+    (784, 10)
+    """
+    dt = as_dtype(dtype, f"param {name!r}")
+    if callable(init):
+        shp = as_shape(() if shape is None else shape, f"param {name!r}")
+        if any(isinstance(d, str) for d in shp):
+            raise ValueError(f"param {name!r}: shape {fmt(shp)} must be concrete ints")
+        value = np.asarray(init(shp, dt))
+    else:
+        arr = np.asarray(init)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"param {name!r}: init must be a number, an array or an "
+                            f"initializer, got {init!r}")
+        shp = arr.shape if shape is None else as_shape(shape, f"param {name!r}")
+        if any(isinstance(d, str) for d in shp):
+            raise ValueError(f"param {name!r}: shape {fmt(shp)} must be concrete ints")
+        try:
+            value = np.broadcast_to(arr, shp)
+        except ValueError:
+            raise ValueError(f"param {name!r}: init of shape {fmt(arr.shape)} does not fit "
+                             f"shape {fmt(shp)}") from None
+    if value.shape != shp:
+        raise ValueError(f"param {name!r}: initializer gave shape {fmt(value.shape)}, "
+                         f"expected {fmt(shp)}")
+    return Expr(PARAM, (), ParamSlot(name, np.array(value, dtype=dt)))
+
+
+def params(names: str, shape: object = None, init: float | np.ndarray | Init = 0.0,
+           dtype: object = "float32") -> tuple[Expr, ...]:
+    """Several new parameters from a space-separated string, each with its own value.
+
+    >>> w1, w2, b = sg.params("w1 w2 b", init=0.0)
+    """
+    return tuple(param(n, shape, init, dtype) for n in names.replace(",", " ").split())
+
+
+def const(value: object, dtype: object = None) -> Expr:
+    """A constant node. Python floats become float32 and ints int32; a NumPy array keeps
+    its dtype (float32, float64, int32).
+
+    >>> sg.const([1.0, 2.0, 3.0]).shape
+    (3,)
+    """
+    if isinstance(value, Expr):
+        return value if dtype is None else value.astype(dtype)
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"const: expected a number or numeric array, got {value!r}")
+    if dtype is not None:
+        dt = as_dtype(dtype, "const")
+    elif isinstance(value, np.ndarray) and arr.dtype in (np.float64, np.float32, np.int32):
+        dt = arr.dtype  # an array keeps its own dtype
+    else:  # Python numbers and lists: symgrad's defaults
+        dt = {"b": np.dtype(bool), "f": FLOAT32}.get(arr.dtype.kind, np.dtype("int32"))
+    return Expr(CONST, (), ConstData(arr.astype(dt)))

@@ -1,0 +1,192 @@
+"""Readable text and LaTeX for graphs.
+
+Infix math with the fewest parentheses Python's precedences allow. A large subexpression
+used more than once is printed once, under a name, in a ``where`` block after the formula,
+so the printed size grows with the DAG, not with the tree it unfolds to.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from symgrad.expr.leaves import CONST, INPUT, PARAM
+from symgrad.expr.node import Expr, toposort
+
+SHARE_MIN_OPS = 4  # a repeated subexpression with at least this many nodes gets a name
+
+
+def _const_text(node: Expr) -> str:
+    arr = node.arg.array
+    if arr.ndim == 0:
+        v = arr.item()
+        if isinstance(v, float):
+            text = f"{v:.8g}" if arr.dtype == np.float32 else repr(v)
+            return text if ("e" in text or "." in text or "n" in text) else text
+        return str(v)
+    if arr.size <= 6:
+        return np.array2string(arr, separator=", ", precision=6)
+    s = node.arg.scalar()
+    return f"full({node.shape}, {s})" if s is not None else f"const{node.shape}"
+
+
+def _leaf_names(nodes: list[Expr]) -> dict[Expr, str]:
+    """Names for inputs and parameters; distinct leaves with one name get suffixes."""
+    names: dict[Expr, str] = {}
+    used: Counter = Counter()
+    for n in nodes:
+        if n.op is INPUT or n.op is PARAM:
+            used[n.name] += 1
+            names[n] = n.name if used[n.name] == 1 else f"{n.name}#{used[n.name]}"
+    return names
+
+
+def _shared(nodes: list[Expr], min_ops: int) -> list[Expr]:
+    """Nodes worth naming: used more than once and big enough."""
+    uses: Counter = Counter()
+    for n in nodes:
+        for s in set(n.srcs):
+            uses[s] += 1
+    size: dict[Expr, int] = {}
+    for n in nodes:  # tree size, capped so it stays cheap
+        size[n] = min(1 + sum(size[s] for s in n.srcs), 10**6)
+    return [n for n in nodes if uses[n] > 1 and n.srcs and size[n] >= min_ops]
+
+
+class _Printer:
+    """One printer for text and LaTeX: ``spell(node, parts) -> (text, precedence)``."""
+
+    def __init__(self, spell: Callable, leaf: Callable, let_name: str = "t{}"):
+        self.spell, self.leaf, self.let_name = spell, leaf, let_name
+
+    def render(self, root: Expr, min_ops: int = SHARE_MIN_OPS) -> tuple[str, list]:
+        nodes = toposort([root])
+        names = _leaf_names(nodes)
+        shared = _shared(nodes, min_ops)
+        let = {n: self.let_name.format(i) for i, n in enumerate(shared)}
+        text: dict[Expr, tuple[str, int]] = {}
+        lets = []
+        for n in nodes:
+            if n.op is INPUT or n.op is PARAM or n.op is CONST:
+                text[n] = (self.leaf(n, names), 100)
+            else:
+                text[n] = self.spell(n, [text[s] for s in n.srcs])
+            if n in let and n is not root:
+                lets.append((let[n], text[n][0]))
+                text[n] = (let[n], 100)
+        return text[root][0], lets
+
+
+def _paren(part: tuple[str, int], prec: int, right: bool = False) -> str:
+    s, p = part
+    return f"({s})" if p < prec or (right and p == prec) else s
+
+
+def _spell_text(n: Expr, parts: list) -> tuple[str, int]:
+    op = n.op
+    if op.infix == "[]":
+        return f"{_paren(parts[0], 100)}[{op.fmt_arg(n.arg)}]", 100
+    if op.infix and len(parts) == 1:  # unary minus
+        return f"-{_paren(parts[0], op.prec)}", op.prec
+    if op.infix:
+        a, b = parts
+        if op.infix == "**":  # right-associative, binds tighter than unary minus
+            return f"{_paren(a, op.prec + 1)}**{_paren(b, op.prec)}", op.prec
+        sep = f" {op.infix} " if op.prec <= 10 else op.infix
+        if op.prec == 5:
+            sep = f" {op.infix} "
+        return f"{_paren(a, op.prec)}{sep}{_paren(b, op.prec, right=True)}", op.prec
+    if op.name == "cast":
+        return f"{n.dtype}({parts[0][0]})", 100
+    if op.name == "transpose" and n.arg == (1, 0):
+        return f"{_paren(parts[0], 100)}.T", 100
+    args = [p[0] for p in parts]
+    if op.name == "concat":
+        args = [f"[{', '.join(args)}]"]
+    if op.fmt_arg is not None and n.arg is not None:
+        extra = op.fmt_arg(n.arg)
+        if extra:
+            args.append(extra)
+    return f"{op.fn}({', '.join(args)})", 100
+
+
+def _leaf_text(n: Expr, names: dict) -> str:
+    return _const_text(n) if n.op is CONST else names[n]
+
+
+def to_str(e: Expr, share_min_ops: int = SHARE_MIN_OPS) -> str:
+    """The text of ``str(e)``: ``w1*x1 + w2*x2 + b - y``; shared parts after ``where``."""
+    body, lets = _Printer(_spell_text, _leaf_text).render(e, share_min_ops)
+    if not lets:
+        return body
+    return body + "\nwhere\n" + "\n".join(f"  {name} = {text}" for name, text in lets)
+
+
+# -- LaTeX ------------------------------------------------------------------------------
+_LATEX_INFIX = {"+": "+", "-": "-", "*": r" \cdot ", "@": " ", "<": "<", "<=": r"\le",
+                ">": ">", ">=": r"\ge"}
+
+
+def _latex_name(name: str) -> str:
+    """``w1`` -> ``w_{1}``, ``x_train`` -> ``x_{train}``, ``W#2`` -> ``W_{2}``."""
+    base, sep, sub = name.replace("#", "_").partition("_")
+    if not sep:
+        stripped = base.rstrip("0123456789")
+        base, sub = (stripped, base[len(stripped):]) if stripped else (base, "")
+    return f"{base}_{{{sub}}}" if sub else base
+
+
+def _spell_latex(n: Expr, parts: list) -> tuple[str, int]:
+    op = n.op
+
+    def paren(part, prec, right=False):
+        s, p = part
+        return rf"\left({s}\right)" if p < prec or (right and p == prec) else s
+
+    if op.name == "divide":
+        return rf"\frac{{{parts[0][0]}}}{{{parts[1][0]}}}", 100
+    if op.name == "power":
+        return f"{paren(parts[0], op.prec + 1)}^{{{parts[1][0]}}}", op.prec
+    if op.name == "sqrt":
+        return rf"\sqrt{{{parts[0][0]}}}", 100
+    if op.name == "abs":
+        return rf"\left|{parts[0][0]}\right|", 100
+    if op.name == "negative":
+        return f"-{paren(parts[0], op.prec)}", op.prec
+    if op.name == "transpose" and n.arg == (1, 0):
+        return f"{paren(parts[0], 100)}^{{T}}", 100
+    if op.name == "cast":
+        return parts[0]
+    if op.infix == "[]":
+        return f"{paren(parts[0], 100)}_{{[{op.fmt_arg(n.arg)}]}}", 100
+    if op.infix in _LATEX_INFIX:
+        a, b = parts
+        return (f"{paren(a, op.prec)}{_LATEX_INFIX[op.infix]}"
+                f"{paren(b, op.prec, right=True)}", op.prec)
+    name = op.latex if isinstance(op.latex, str) else rf"\operatorname{{{op.fn}}}"
+    args = [p[0] for p in parts]
+    if op.fmt_arg is not None and n.arg is not None:
+        extra = op.fmt_arg(n.arg)
+        if extra:
+            args.append(rf"\text{{{extra}}}".replace("_", r"\_"))
+    return rf"{name}\left({', '.join(args)}\right)", 100
+
+
+def _leaf_latex(n: Expr, names: dict) -> str:
+    if n.op is CONST:
+        return _const_text(n).replace("inf", r"\infty")
+    return _latex_name(names[n])
+
+
+def latex(e: Expr, share_min_ops: int = SHARE_MIN_OPS) -> str:
+    """LaTeX for ``e``; shared parts follow as ``\\text{where } t_0 = ...``.
+
+    >>> sg.latex(sg.sigmoid(w1 * x1) / 2)
+    '\\\\frac{\\\\sigma\\\\left(w_{1} \\\\cdot x_{1}\\\\right)}{2}'
+    """
+    body, lets = _Printer(_spell_latex, _leaf_latex, "t_{{{}}}").render(e, share_min_ops)
+    for name, text in lets:
+        body += rf",\quad \text{{where }} {name} = {text}"
+    return body

@@ -1,0 +1,128 @@
+"""Shapes: tuples whose entries are ints or symbolic dimension names such as ``"N"``.
+
+A symbolic dimension is bound to a size when a graph is fed; every use of the same name
+in one graph must get the same size. Broadcasting follows NumPy: shapes are aligned on the
+right and a dimension of 1 stretches. A symbolic dimension only matches itself or 1 (it is
+never assumed to be 1).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from math import prod
+from typing import Union
+
+Dim = Union[int, str]
+Shape = tuple[Dim, ...]
+
+
+class ShapeError(ValueError):
+    """Shapes that do not fit together; raised where the bad node is built."""
+
+
+def as_shape(shape: object, what: str = "shape") -> Shape:
+    """Normalise an int, a name or a sequence of them to a shape tuple."""
+    if isinstance(shape, (int, str)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise TypeError(f"{what}: expected a tuple of ints and dimension names, "
+                        f"got {shape!r}") from exc
+    out: list[Dim] = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, str)):
+            if hasattr(d, "__index__") and not isinstance(d, bool):
+                d = int(d)  # NumPy integers
+            else:
+                raise TypeError(f"{what}: dimension {d!r} is neither an int nor a name")
+        if isinstance(d, int) and d < 0:
+            raise ValueError(f"{what}: dimension {d} is negative")
+        if isinstance(d, str) and not d.isidentifier():
+            raise ValueError(f"{what}: dimension name {d!r} is not an identifier")
+        out.append(d)
+    return tuple(out)
+
+
+def fmt(shape: Shape) -> str:
+    """``(N, 3)``, ``()`` or ``(5,)``: a shape the way a user writes it."""
+    inner = ", ".join(str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def broadcast(*shapes: Shape, what: str = "operands") -> Shape:
+    """The NumPy broadcast of ``shapes``; :class:`ShapeError` names all of them if none."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for axis in range(-ndim, 0):
+        dims = {s[axis] for s in shapes if len(s) >= -axis}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise ShapeError(f"cannot broadcast {what} of shapes "
+                             f"{' and '.join(fmt(s) for s in shapes)}: dimensions "
+                             f"{' vs '.join(str(d) for d in sorted(dims, key=str))} "
+                             f"differ at axis {axis}")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def normalize_axes(axis: object, ndim: int, what: str = "axis") -> tuple[int, ...]:
+    """Axes as a sorted tuple of non-negative ints (``None`` means all of them)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)  # type: ignore[arg-type]
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"{what}: expected an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{what} {a} is out of range for an array of {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{what}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def reduced(shape: Shape, axes: tuple[int, ...] | None, keepdims: bool) -> Shape:
+    """The shape left after reducing ``axes`` (``None``: all) of ``shape``."""
+    if axes is None:
+        axes = tuple(range(len(shape)))
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def split(shape: Shape) -> tuple[int, Counter]:
+    """The product of the concrete dimensions and the multiset of symbolic ones."""
+    return prod(d for d in shape if isinstance(d, int)), Counter(
+        d for d in shape if isinstance(d, str))
+
+
+def reshaped(old: Shape, new: Shape | tuple, what: str = "reshape") -> Shape:
+    """Check and complete ``new`` (one ``-1`` allowed) for an array of shape ``old``.
+
+    With symbolic dimensions the new shape must keep the same symbolic names, and the
+    concrete parts must have the same product: ``(N, 784)`` may become ``(N, 28, 28)``.
+    """
+    dims = list(new)
+    if sum(1 for d in dims if d == -1) > 1:
+        raise ShapeError(f"{what}: only one dimension may be -1, got {tuple(new)}")
+    known = as_shape([d for d in dims if d != -1], what)
+    old_size, old_syms = split(old)
+    new_size, new_syms = split(known)
+    if old_syms != new_syms:
+        raise ShapeError(f"{what}: cannot reshape {fmt(old)} to {tuple(new)}: the symbolic "
+                         "dimensions must stay the same")
+    if -1 in dims:
+        if new_size == 0 or old_size % new_size:
+            raise ShapeError(f"{what}: cannot reshape {fmt(old)} to {tuple(new)}")
+        dims[dims.index(-1)] = old_size // new_size
+    elif new_size != old_size:
+        raise ShapeError(f"{what}: cannot reshape {fmt(old)} ({old_size} elements per "
+                         f"symbolic index) to {tuple(new)} ({new_size})")
+    return as_shape(dims, what)
+
+
+def size_of(shape: Shape, sizes: dict[str, int]) -> int:
+    """The number of elements once symbolic dimensions are bound by ``sizes``."""
+    return prod(sizes[d] if isinstance(d, str) else d for d in shape)
