@@ -8,10 +8,12 @@
 mean((w1*x1 + w2*x2 + b - y)**2)
 """
 
+from symgrad.diff import grad, hessian, hvp, jacobian, simplify
 from symgrad.expr import *  # noqa: F403
 from symgrad.expr import __all__ as _expr_all
 from symgrad.expr import init
 from symgrad.runtime import Function, function
 
 __version__ = "0.1.0"
-__all__ = [*_expr_all, "init", "Function", "function"]
+__all__ = [*_expr_all, "init", "Function", "function", "grad", "jacobian", "hessian", "hvp",
+           "simplify"]

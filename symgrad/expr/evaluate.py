@@ -6,13 +6,14 @@ order, with every result cast to the node's declared dtype (float32 stays float3
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from symgrad.expr.leaves import CONST, INPUT, PARAM
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, toposort
-from symgrad.expr.shapes import fmt
+from symgrad.expr.shapes import fmt, size_of
 
 Outputs = Expr | Sequence[Expr]
 
@@ -112,15 +113,13 @@ def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
     return arrays, sizes
 
 
-def _bind(shape: tuple, sizes: Mapping[str, int]) -> tuple[int, ...]:
-    return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-
-
 def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
               sizes: Mapping[str, int]) -> list[np.ndarray]:
     """Evaluate already-checked feeds through the graph."""
     values: dict[Expr, np.ndarray] = {}
-    with np.errstate(all="ignore"):  # inf and nan propagate as in NumPy, without warnings
+    # inf and nan propagate as in NumPy, without warnings (nor "Mean of empty slice")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         for node in toposort(list(nodes)):
             op = node.op
             if op is INPUT:
@@ -129,8 +128,11 @@ def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
                 out = node.arg.value.copy()  # a snapshot: later updates must not alias
             elif op is CONST:
                 out = node.arg.array
+            elif op is SIZE:
+                out = np.asarray(size_of(node.arg[0], sizes))
             else:
-                arg = _bind(node.arg, sizes) if op.extra.get("shape_arg") else node.arg
+                bind = op.extra.get("bind")
+                arg = bind(node.arg, sizes) if bind else node.arg
                 out = op.numpy(arg, *(values[s] for s in node.srcs))
             out = np.asarray(out)
             if out.dtype != node.dtype:

@@ -7,6 +7,7 @@ with its own value, whatever its name.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,10 +55,12 @@ class ParamSlot:
     Hashed by identity: two parameters are never the same node.
     """
 
-    __slots__ = ("name", "value", "shape", "dtype", "__weakref__")
+    __slots__ = ("name", "value", "shape", "dtype", "serial", "__weakref__")
+    _serials = itertools.count()
 
     def __init__(self, name: str, value: np.ndarray):
         self.name = name
+        self.serial = next(ParamSlot._serials)  # creation order: a stable sort key
         self.value = value
         self.shape: Shape = value.shape
         self.dtype = value.dtype
@@ -81,6 +84,24 @@ INPUT = OpDef("input", LEAF, lambda srcs, a: (a.shape, a.dtype), None, fn="input
 PARAM = OpDef("param", LEAF, lambda srcs, a: (a.shape, a.dtype), None, fn="param")
 CONST = OpDef("const", LEAF, lambda srcs, a: (a.array.shape, a.array.dtype),
               lambda a: a.array, fn="const")
+
+# The number of elements of a (possibly symbolic) shape, as a scalar: ``N`` in a mean's
+# derivative. Its argument is ``(dims, dtype)``.
+SIZE = OpDef("size", LEAF, lambda srcs, a: ((), a[1]), None, fn="size")
+
+
+def size(dims: object, dtype: object = "float32") -> Expr:
+    """The number of elements of ``dims`` as a scalar node (``N`` is bound at run time).
+
+    >>> sg.size(("N",))   # prints as N
+    """
+    shape = as_shape(dims, "size")
+    dt = as_dtype(dtype, "size")
+    if not any(isinstance(d, str) for d in shape):
+        from math import prod
+
+        return const(np.asarray(prod(shape)), dt)
+    return Expr(SIZE, (), (shape, dt))
 
 
 def input(name: str, shape: object = ("N",), dtype: object = "float32") -> Expr:  # noqa: A001
@@ -171,4 +192,7 @@ def const(value: object, dtype: object = None) -> Expr:
         dt = arr.dtype  # an array keeps its own dtype
     else:  # Python numbers and lists: symgrad's defaults
         dt = {"b": np.dtype(bool), "f": FLOAT32}.get(arr.dtype.kind, np.dtype("int32"))
-    return Expr(CONST, (), ConstData(arr.astype(dt)))
+    out = arr.astype(dt)
+    if dt.kind in "iu" and arr.dtype.kind in "iu" and not np.array_equal(out, arr):
+        raise OverflowError(f"const: integer value out of bounds for {dt}")  # as NumPy 2 does
+    return Expr(CONST, (), ConstData(out))

@@ -30,9 +30,12 @@ class OpDef:
 
     ``infer(srcs, arg) -> (shape, dtype)`` is the shape and dtype rule; ``numpy(*values,
     arg)`` the reference evaluation; ``fn`` and ``infix``/``prec`` the printing; ``sympy``
-    the SymPy spelling (``None``: not expressible); ``vjp(g, out, *srcs, arg)`` the
-    vector-Jacobian rule, one cotangent (or ``None``) per source. Backend spellings are not
-    here: each backend keeps its own table keyed by ``OpDef``.
+    the SymPy spelling (``None``: not expressible); ``vjp(g, out, *srcs)`` the
+    vector-Jacobian rule, one cotangent (or ``None`` for zero) per source, in the output's
+    shape (the reverse sweep undoes broadcasting). ``jvp(tangents, out, nb)`` is the
+    forward rule of a non-elementwise operator for tangents with ``nb`` extra leading axes
+    (elementwise operators derive theirs from ``vjp``). Backend spellings are not here:
+    each backend keeps its own table keyed by ``OpDef``.
     """
 
     name: str
@@ -46,6 +49,7 @@ class OpDef:
     latex: str | Callable[..., str] | None = None
     sympy: Callable[..., Any] | None = None
     vjp: Callable[..., tuple] | None = None
+    jvp: Callable[..., Any] | None = None
     commutative: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -53,7 +57,7 @@ class OpDef:
         return f"Op.{self.name}"
 
 
-_interned: "weakref.WeakValueDictionary[tuple, Expr]" = weakref.WeakValueDictionary()
+_interned: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
 
 
 class Expr:
@@ -93,6 +97,9 @@ class Expr:
             object.__getattribute__(type(self), "value").__set__(self, value)
             return
         raise AttributeError(f"symgrad nodes are immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"symgrad nodes are immutable; cannot delete {name!r}")
 
     def __hash__(self) -> int:
         return self._hash

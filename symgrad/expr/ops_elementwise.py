@@ -14,7 +14,7 @@ import numpy as np
 import sympy
 
 from symgrad.expr.dtypes import BOOL
-from symgrad.expr.node import ELEMENTWISE, OpDef
+from symgrad.expr.node import ELEMENTWISE, F, OpDef
 from symgrad.expr.shapes import broadcast
 
 try:  # SciPy's erf is vectorized; math.erf is the exact fallback
@@ -67,51 +67,97 @@ def _leaky_relu(alpha, x):
 
 _sp_sigmoid = lambda x: 1 / (1 + sympy.exp(-x))  # noqa: E731
 
-# Precedences follow Python: comparisons < + - < * / @ < unary - < **.
-ADD = binary("add", np.add, "+", 10, commutative=True, sympy=lambda a, b: a + b)
-SUB = binary("subtract", np.subtract, "-", 10, sympy=lambda a, b: a - b)
-MUL = binary("multiply", np.multiply, "*", 20, commutative=True, sympy=lambda a, b: a * b)
-DIV = binary("divide", np.divide, "/", 20, sympy=lambda a, b: a / b)
-POW = binary("power", np.power, "**", 30, sympy=lambda a, b: a**b)
-NEG = unary("negative", np.negative, infix="-", prec=25, sympy=lambda x: -x)
-MAXIMUM = binary("maximum", np.maximum, commutative=True, sympy=sympy.Max)
-MINIMUM = binary("minimum", np.minimum, commutative=True, sympy=sympy.Min)
 
-LT = binary("less", np.less, "<", 5, infer=_compare, sympy=lambda a, b: a < b)
-LE = binary("less_equal", np.less_equal, "<=", 5, infer=_compare, sympy=lambda a, b: a <= b)
-GT = binary("greater", np.greater, ">", 5, infer=_compare, sympy=lambda a, b: a > b)
+def _no_grad(g, out, *srcs):
+    """Piecewise-constant outputs (comparisons, sign): the derivative is zero."""
+    return (None,) * len(srcs)
+
+
+def _pow_vjp(g, out, a, b):
+    # d(a**b) = b*a**(b-1) da + a**b*log(a) db; a constant exponent needs no log(a)
+    db = None if b.op.name == "const" else g * out * F.log(a)
+    return g * b * a ** (b - 1), db
+
+
+def _gelu_vjp(g, out, x):
+    # d/dx x*Phi(x) = Phi(x) + x*phi(x)
+    return (g * (0.5 * (1 + F.erf(x * _SQRT1_2)) + x * F.exp(-0.5 * x**2) * _RSQRT_2PI),)
+
+
+_SQRT1_2, _RSQRT_2PI, _2_RSQRT_PI = 0.5**0.5, (2 * math.pi) ** -0.5, 2 / math.sqrt(math.pi)
+
+# Precedences follow Python: comparisons < + - < * / @ < unary - < **.
+# Sub-gradients: at a kink (relu, abs, maximum, minimum at a tie) the derivative is 0, as
+# PyTorch's relu and abs have it.
+ADD = binary("add", np.add, "+", 10, commutative=True, sympy=lambda a, b: a + b,
+             vjp=lambda g, out, a, b: (g, g))
+SUB = binary("subtract", np.subtract, "-", 10, sympy=lambda a, b: a - b,
+             vjp=lambda g, out, a, b: (g, -g))
+MUL = binary("multiply", np.multiply, "*", 20, commutative=True, sympy=lambda a, b: a * b,
+             vjp=lambda g, out, a, b: (g * b, g * a))
+DIV = binary("divide", np.divide, "/", 20, sympy=lambda a, b: a / b,
+             vjp=lambda g, out, a, b: (g / b, -g * out / b))  # d(a/b)/db = -(a/b)/b
+POW = binary("power", np.power, "**", 30, sympy=lambda a, b: a**b, vjp=_pow_vjp)
+NEG = unary("negative", np.negative, infix="-", prec=25, sympy=lambda x: -x,
+            vjp=lambda g, out, x: (-g,))
+MAXIMUM = binary("maximum", np.maximum, commutative=True, sympy=sympy.Max,
+                 vjp=lambda g, out, a, b: (F.where(a > b, g, 0), F.where(b > a, g, 0)))
+MINIMUM = binary("minimum", np.minimum, commutative=True, sympy=sympy.Min,
+                 vjp=lambda g, out, a, b: (F.where(a < b, g, 0), F.where(b < a, g, 0)))
+
+LT = binary("less", np.less, "<", 5, infer=_compare, sympy=lambda a, b: a < b, vjp=_no_grad)
+LE = binary("less_equal", np.less_equal, "<=", 5, infer=_compare, sympy=lambda a, b: a <= b,
+            vjp=_no_grad)
+GT = binary("greater", np.greater, ">", 5, infer=_compare, sympy=lambda a, b: a > b,
+            vjp=_no_grad)
 GE = binary("greater_equal", np.greater_equal, ">=", 5, infer=_compare,
-            sympy=lambda a, b: a >= b)
-EQ = binary("equal", np.equal, infer=_compare, commutative=True, sympy=sympy.Eq)
-NE = binary("not_equal", np.not_equal, infer=_compare, commutative=True, sympy=sympy.Ne)
+            sympy=lambda a, b: a >= b, vjp=_no_grad)
+EQ = binary("equal", np.equal, infer=_compare, commutative=True, sympy=sympy.Eq,
+            vjp=_no_grad)
+NE = binary("not_equal", np.not_equal, infer=_compare, commutative=True, sympy=sympy.Ne,
+            vjp=_no_grad)
 
 WHERE = OpDef("where", ELEMENTWISE, _where, lambda arg, c, a, b: np.where(c, a, b),
-              fn="where", sympy=lambda c, a, b: sympy.Piecewise((a, c), (b, True)))
+              fn="where", sympy=lambda c, a, b: sympy.Piecewise((a, c), (b, True)),
+              vjp=lambda g, out, c, a, b: (None, F.where(c, g, 0), F.where(c, 0, g)))
 
-EXP = unary("exp", np.exp, sympy=sympy.exp, latex=r"\exp")
-LOG = unary("log", np.log, sympy=sympy.log, latex=r"\log")
-LOG1P = unary("log1p", np.log1p, sympy=lambda x: sympy.log(1 + x))
-EXPM1 = unary("expm1", np.expm1, sympy=lambda x: sympy.exp(x) - 1)
-SQRT = unary("sqrt", np.sqrt, sympy=sympy.sqrt)
-SIN = unary("sin", np.sin, sympy=sympy.sin, latex=r"\sin")
-COS = unary("cos", np.cos, sympy=sympy.cos, latex=r"\cos")
-TAN = unary("tan", np.tan, sympy=sympy.tan, latex=r"\tan")
-TANH = unary("tanh", np.tanh, sympy=sympy.tanh, latex=r"\tanh")
-ERF = unary("erf", lambda x: _np_erf(x).astype(x.dtype), sympy=sympy.erf)
-ABS = unary("abs", np.abs, sympy=sympy.Abs)
-SIGN = unary("sign", np.sign, sympy=sympy.sign)
-SIGMOID = unary("sigmoid", _sigmoid, sympy=_sp_sigmoid, latex=r"\sigma")
+EXP = unary("exp", np.exp, sympy=sympy.exp, latex=r"\exp", vjp=lambda g, out, x: (g * out,))
+LOG = unary("log", np.log, sympy=sympy.log, latex=r"\log", vjp=lambda g, out, x: (g / x,))
+LOG1P = unary("log1p", np.log1p, sympy=lambda x: sympy.log(1 + x),
+              vjp=lambda g, out, x: (g / (1 + x),))
+EXPM1 = unary("expm1", np.expm1, sympy=lambda x: sympy.exp(x) - 1,
+              vjp=lambda g, out, x: (g * (out + 1),))
+SQRT = unary("sqrt", np.sqrt, sympy=sympy.sqrt, vjp=lambda g, out, x: (g / (2 * out),))
+SIN = unary("sin", np.sin, sympy=sympy.sin, latex=r"\sin",
+            vjp=lambda g, out, x: (g * F.cos(x),))
+COS = unary("cos", np.cos, sympy=sympy.cos, latex=r"\cos",
+            vjp=lambda g, out, x: (-g * F.sin(x),))
+TAN = unary("tan", np.tan, sympy=sympy.tan, latex=r"\tan",
+            vjp=lambda g, out, x: (g * (1 + out**2),))
+TANH = unary("tanh", np.tanh, sympy=sympy.tanh, latex=r"\tanh",
+             vjp=lambda g, out, x: (g * (1 - out**2),))
+ERF = unary("erf", lambda x: _np_erf(x).astype(x.dtype), sympy=sympy.erf,
+            vjp=lambda g, out, x: (g * _2_RSQRT_PI * F.exp(-x**2),))
+ABS = unary("abs", np.abs, sympy=sympy.Abs, vjp=lambda g, out, x: (g * F.sign(x),))
+SIGN = unary("sign", np.sign, sympy=sympy.sign, vjp=_no_grad)
+SIGMOID = unary("sigmoid", _sigmoid, sympy=_sp_sigmoid, latex=r"\sigma",
+                vjp=lambda g, out, x: (g * out * (1 - out),))
 RELU = unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype),
-             sympy=lambda x: sympy.Max(x, 0))
-SOFTPLUS = unary("softplus", _softplus, sympy=lambda x: sympy.log(1 + sympy.exp(x)))
-GELU = unary("gelu", _gelu, sympy=lambda x: x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2)
+             sympy=lambda x: sympy.Max(x, 0), vjp=lambda g, out, x: (F.where(x > 0, g, 0),))
+SOFTPLUS = unary("softplus", _softplus, sympy=lambda x: sympy.log(1 + sympy.exp(x)),
+                 vjp=lambda g, out, x: (g * F.sigmoid(x),))
+GELU = unary("gelu", _gelu, sympy=lambda x: x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
+             vjp=_gelu_vjp)
 LEAKY_RELU = OpDef("leaky_relu", ELEMENTWISE, _same, _leaky_relu, fn="leaky_relu",
                    fmt_arg=lambda a: f"alpha={a!r}",
-                   sympy=lambda x, a: sympy.Piecewise((x, x > 0), (a * x, True)))
+                   sympy=lambda x, a: sympy.Piecewise((x, x > 0), (a * x, True)),
+                   vjp=lambda g, out, x: (F.where(x > 0, g, g * out.arg),))
 ELU = OpDef("elu", ELEMENTWISE, _same, _elu, fn="elu", fmt_arg=lambda a: f"alpha={a!r}",
-            sympy=lambda x, a: sympy.Piecewise((x, x > 0), (a * (sympy.exp(x) - 1), True)))
+            sympy=lambda x, a: sympy.Piecewise((x, x > 0), (a * (sympy.exp(x) - 1), True)),
+            vjp=lambda g, out, x: (F.where(x > 0, g, g * (out + out.arg)),))
 CAST = OpDef("cast", ELEMENTWISE, lambda srcs, dt: (srcs[0].shape, dt),
-             lambda dt, x: x.astype(dt), fn="cast", sympy=lambda x, dt: x)
+             lambda dt, x: x.astype(dt), fn="cast", sympy=lambda x, dt: x,
+             vjp=lambda g, out, x: (F.cast(g, x.dtype) if x.dtype.kind == "f" else None,))
 
 ELEMENTWISE_OPS = (ADD, SUB, MUL, DIV, POW, NEG, MAXIMUM, MINIMUM, LT, LE, GT, GE, EQ, NE,
                    WHERE, EXP, LOG, LOG1P, EXPM1, SQRT, SIN, COS, TAN, TANH, ERF, ABS, SIGN,

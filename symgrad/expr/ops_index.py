@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symgrad.expr.node import SHAPE, OpDef
+from symgrad.expr.node import SHAPE, Expr, OpDef
 from symgrad.expr.shapes import Shape, ShapeError, fmt
 
 
@@ -103,9 +103,39 @@ def _eval(key, x):
     return np.asarray(x[_as_slices(key)])
 
 
+def _scatter_eval(arg, g):
+    key, shape = arg
+    out = np.zeros(shape, g.dtype)
+    out[_as_slices(key)] = g
+    return out
+
+
+def _bind_scatter(arg, sizes):
+    key, shape = arg
+    return key, tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+
+
+def _prefix(key: tuple, nb: int, batch: tuple) -> tuple:
+    """The key for an array with ``nb`` extra leading axes (a batch of tangents)."""
+    return tuple(("slice", 0, d, 1) if isinstance(d, int) else ("all",)
+                 for d in batch[:nb]) + key
+
+
+# x[key]: the derivative scatters the cotangent into zeros of x's shape.
 INDEX = OpDef("index", SHAPE, _infer, _eval, fn="index", infix="[]", prec=100,
-              fmt_arg=fmt_key)
+              fmt_arg=fmt_key,
+              vjp=lambda g, out, x: (Expr(SCATTER, (g,), (out.arg, x.shape)),),
+              jvp=lambda ts, out, nb: Expr(INDEX, ts, _prefix(out.arg, nb, ts[0].shape)))
 
-INDEX_OPS = (INDEX,)
+# zeros(shape) with g written at key: the adjoint of indexing (and linear, so its own
+# derivative indexes again).
+SCATTER = OpDef("scatter", SHAPE, lambda srcs, a: (a[1], srcs[0].dtype), _scatter_eval,
+                fn="scatter", fmt_arg=lambda a: f"{fmt(a[1])}, [{fmt_key(a[0])}]",
+                extra={"bind": _bind_scatter},
+                vjp=lambda g, out, x: (Expr(INDEX, (g,), out.arg[0]),),
+                jvp=lambda ts, out, nb: Expr(SCATTER, ts, (
+                    _prefix(out.arg[0], nb, ts[0].shape), ts[0].shape[:nb] + out.arg[1])))
 
-__all__ = ["INDEX", "INDEX_OPS", "normalize_key", "fmt_key", "ShapeError"]
+INDEX_OPS = (INDEX, SCATTER)
+
+__all__ = ["INDEX", "SCATTER", "INDEX_OPS", "normalize_key", "fmt_key", "ShapeError"]

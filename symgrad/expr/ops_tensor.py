@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from symgrad.expr.dtypes import FLOAT32, FLOAT64, INT32
-from symgrad.expr.node import CONTRACT, REDUCE, SHAPE, OpDef
+from symgrad.expr.leaves import size
+from symgrad.expr.node import CONTRACT, REDUCE, SHAPE, F, OpDef
 from symgrad.expr.shapes import ShapeError, broadcast, fmt, reduced
+
+
+def bind_shape(shape: tuple, sizes: dict) -> tuple[int, ...]:
+    """``shape`` with its symbolic dimensions replaced by their bound sizes."""
+    return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
 
 
 def _axes_kw(arg) -> str:
@@ -25,6 +31,60 @@ def _reduce_infer(dtype_rule):
         x = srcs[0]
         return reduced(x.shape, arg[0], arg[1]), dtype_rule(x.dtype)
     return infer
+
+
+def _all_axes(axes, ndim):
+    return tuple(range(ndim)) if axes is None else axes
+
+
+def unreduce(g, shape, axes, keepdims):
+    """``g``, the result of reducing ``axes`` of an array of ``shape``, stretched back."""
+    axes = _all_axes(axes, len(shape))
+    if not keepdims:
+        g = F.reshape(g, reduced(shape, axes, True))
+    return F.broadcast_to(g, shape)
+
+
+def count(shape, axes, dtype):
+    """How many elements a reduction over ``axes`` combines (``N`` when symbolic)."""
+    return size([shape[a] for a in _all_axes(axes, len(shape))], dtype)
+
+
+def _shifted(axes, ndim, nb):
+    """Reduction axes for tangents with ``nb`` extra leading axes."""
+    return tuple(a + nb for a in _all_axes(axes, ndim))
+
+
+def _ties(out, x):
+    """Weights that share a max/min's derivative evenly among the elements that attain it."""
+    axes, keep = out.arg
+    hit = F.cast(F.equal(x, unreduce(out, x.shape, axes, keep)), x.dtype)
+    return hit / F.sum(hit, axes, keepdims=True)
+
+
+def _reduce_vjp(scale):
+    def vjp(g, out, x):
+        axes, keep = out.arg
+        return (unreduce(g, x.shape, axes, keep) * scale(out, x),)
+    return vjp
+
+
+def _reduce_jvp(scale, op="sum"):
+    def jvp(ts, out, nb):
+        (x,), (axes, keep) = out.srcs, out.arg
+        scaled = ts[0] if scale is None else ts[0] * scale(out, x)
+        return getattr(F, op)(scaled, _shifted(axes, x.ndim, nb), keep)
+    return jvp
+
+
+def _lse_scale(out, x):
+    axes, keep = out.arg
+    return F.exp(x - unreduce(out, x.shape, axes, keep))
+
+
+def _mean_vjp(g, out, x):
+    axes, keep = out.arg
+    return (unreduce(g, x.shape, axes, keep) / count(x.shape, axes, x.dtype),)
 
 
 def reduction(name: str, f, dtype_rule=lambda dt: dt, **kw) -> OpDef:
@@ -62,22 +122,38 @@ def _argmax(x, axis, keepdims):
     return np.argmax(x, axis=a, keepdims=keepdims)
 
 
-SUM = reduction("sum", np.sum, _sum_dtype)
-MEAN = reduction("mean", np.mean, _mean_dtype)
-MAX = reduction("max", np.max)
-MIN = reduction("min", np.min)
-ARGMAX = reduction("argmax", _argmax, lambda dt: INT32)
-LOGSUMEXP = reduction("logsumexp", _logsumexp)
+def _no_grad(g, out, *srcs):
+    return (None,) * len(srcs)
+
+
+# Derivatives: d sum = stretch g back; d mean = that over the count; d max/min = g shared
+# among the elements equal to the max; d logsumexp = g*softmax(x) = g*exp(x - lse).
+SUM = reduction("sum", np.sum, _sum_dtype, vjp=_reduce_vjp(lambda out, x: 1),
+                jvp=_reduce_jvp(None))
+MEAN = reduction("mean", np.mean, _mean_dtype, vjp=_mean_vjp, jvp=_reduce_jvp(None, "mean"))
+MAX = reduction("max", np.max, vjp=_reduce_vjp(_ties), jvp=_reduce_jvp(_ties))
+MIN = reduction("min", np.min, vjp=_reduce_vjp(_ties), jvp=_reduce_jvp(_ties))
+ARGMAX = reduction("argmax", _argmax, lambda dt: INT32, vjp=_no_grad,
+                   jvp=lambda ts, out, nb: None)
+LOGSUMEXP = reduction("logsumexp", _logsumexp, vjp=_reduce_vjp(_lse_scale),
+                      jvp=_reduce_jvp(_lse_scale))
 
 
 def _same_shape(srcs, axis):
     return srcs[0].shape, srcs[0].dtype
 
 
-SOFTMAX = OpDef("softmax", REDUCE, _same_shape, _softmax, fn="softmax",
-                fmt_arg=lambda a: f"axis={a}")
-LOG_SOFTMAX = OpDef("log_softmax", REDUCE, _same_shape, _log_softmax, fn="log_softmax",
-                    fmt_arg=lambda a: f"axis={a}")
+# d softmax = s*(g - sum(g*s)); d log_softmax = g - softmax(x)*sum(g)
+SOFTMAX = OpDef(
+    "softmax", REDUCE, _same_shape, _softmax, fn="softmax", fmt_arg=lambda a: f"axis={a}",
+    vjp=lambda g, out, x: (out * (g - F.sum(g * out, out.arg, keepdims=True)),),
+    jvp=lambda ts, out, nb: out * (ts[0] - F.sum(ts[0] * out, out.arg + nb, keepdims=True)))
+LOG_SOFTMAX = OpDef(
+    "log_softmax", REDUCE, _same_shape, _log_softmax, fn="log_softmax",
+    fmt_arg=lambda a: f"axis={a}",
+    vjp=lambda g, out, x: (g - F.softmax(x, out.arg) * F.sum(g, out.arg, keepdims=True),),
+    jvp=lambda ts, out, nb: ts[0] - F.sum(ts[0] * F.softmax(out.srcs[0], out.arg),
+                                          out.arg + nb, keepdims=True))
 
 
 def _matmul_infer(srcs, arg):
@@ -96,19 +172,66 @@ def _matmul_infer(srcs, arg):
     return out, a.dtype
 
 
+def _swap(x):
+    """``x`` with its last two axes exchanged (``x.T`` for a matrix)."""
+    return F.transpose(x, tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
+
+
+def _matmul_vjp(g, out, a, b):
+    # As matrices: da = g @ b.T, db = a.T @ g; a vector operand is a 1-row (or 1-column)
+    # matrix, so g gains that axis and the result loses it.
+    if a.ndim == 1 and b.ndim == 1:
+        return g * b, g * a
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None, :] if a.ndim == 1 else g
+    g2 = g2[..., None] if b.ndim == 1 else g2
+    da, db = g2 @ _swap(b2), _swap(a2) @ g2
+    return (da[..., 0, :] if a.ndim == 1 else da), (db[..., 0] if b.ndim == 1 else db)
+
+
+def _matmul_jvp(ts, out, nb):
+    (a, b), (ta, tb) = out.srcs, ts
+    terms = []
+    if ta is not None:
+        terms.append(ta @ b)
+    if tb is not None:
+        if b.ndim > 1:
+            terms.append(a @ tb)
+        elif a.ndim <= 2:  # a @ b with b a vector: the tangents' batch axes lead
+            terms.append(tb @ (a if a.ndim == 1 else a.T))
+        else:
+            raise NotImplementedError("forward derivative of a batched matmul with a vector")
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
 MATMUL = OpDef("matmul", CONTRACT, _matmul_infer, lambda arg, a, b: np.matmul(a, b),
-               fn="matmul", infix="@", prec=20)
+               fn="matmul", infix="@", prec=20, vjp=_matmul_vjp, jvp=_matmul_jvp)
 
 RESHAPE = OpDef("reshape", SHAPE, lambda srcs, shape: (shape, srcs[0].dtype),
                 lambda shape, x: x.reshape(shape), fn="reshape", fmt_arg=lambda s: fmt(s),
-                extra={"shape_arg": True})  # the evaluator binds symbolic dims in the arg
+                extra={"bind": bind_shape},  # the evaluator binds symbolic dims in the arg
+                vjp=lambda g, out, x: (F.reshape(g, x.shape),),
+                jvp=lambda ts, out, nb: F.reshape(ts[0], ts[0].shape[:nb] + out.shape))
 TRANSPOSE = OpDef("transpose", SHAPE,
                   lambda srcs, perm: (tuple(srcs[0].shape[p] for p in perm), srcs[0].dtype),
                   lambda perm, x: np.transpose(x, perm), fn="transpose",
-                  fmt_arg=lambda p: f"axes={p}")
+                  fmt_arg=lambda p: f"axes={p}",
+                  vjp=lambda g, out, x: (F.transpose(g, tuple(np.argsort(out.arg))),),
+                  jvp=lambda ts, out, nb: F.transpose(
+                      ts[0], tuple(range(nb)) + tuple(p + nb for p in out.arg)))
+def _broadcast_jvp(ts, out, nb):
+    t, x = ts[0], out.srcs[0]
+    batch = t.shape[:nb]
+    t = F.reshape(t, batch + (1,) * (out.ndim - x.ndim) + x.shape)
+    return F.broadcast_to(t, batch + out.shape)
+
+
 BROADCAST_TO = OpDef("broadcast_to", SHAPE, lambda srcs, shape: (shape, srcs[0].dtype),
                      lambda shape, x: np.broadcast_to(x, shape), fn="broadcast_to",
-                     fmt_arg=lambda s: fmt(s), extra={"shape_arg": True})
+                     fmt_arg=lambda s: fmt(s), extra={"bind": bind_shape},
+                     vjp=lambda g, out, x: (g,),  # the sweep sums the stretched axes
+                     jvp=_broadcast_jvp)
 
 
 def _concat_infer(srcs, axis):
@@ -124,8 +247,24 @@ def _concat_infer(srcs, axis):
     return first[:axis] + (sum(lens),) + first[axis + 1:], srcs[0].dtype
 
 
+def _concat_vjp(g, out, *xs):
+    axis, start, parts = out.arg, 0, []
+    for x in xs:
+        stop = start + x.shape[axis]
+        parts.append(g[(slice(None),) * axis + (slice(start, stop),)])
+        start = stop
+    return tuple(parts)
+
+
+def _concat_jvp(ts, out, nb):
+    batch = next(t for t in ts if t is not None).shape[:nb]
+    ts = [t if t is not None else F.broadcast_to(F.cast(0, x.dtype), batch + x.shape)
+          for t, x in zip(ts, out.srcs)]
+    return F.concat(ts, out.arg + nb)
+
+
 CONCAT = OpDef("concat", SHAPE, _concat_infer, lambda axis, *xs: np.concatenate(xs, axis),
-               fn="concat", fmt_arg=lambda a: f"axis={a}")
+               fn="concat", fmt_arg=lambda a: f"axis={a}", vjp=_concat_vjp, jvp=_concat_jvp)
 
 
 def _one_hot(arg, labels):
@@ -137,7 +276,8 @@ def _one_hot(arg, labels):
 
 
 ONE_HOT = OpDef("one_hot", SHAPE, lambda srcs, a: (srcs[0].shape + (a[0],), a[1]), _one_hot,
-                fn="one_hot", fmt_arg=lambda a: f"{a[0]}")
+                fn="one_hot", fmt_arg=lambda a: f"{a[0]}", vjp=_no_grad,
+                jvp=lambda ts, out, nb: None)
 
 TENSOR_OPS = (SUM, MEAN, MAX, MIN, ARGMAX, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX, MATMUL, RESHAPE,
               TRANSPOSE, BROADCAST_TO, CONCAT, ONE_HOT)

@@ -12,18 +12,24 @@ from typing import Callable
 
 import numpy as np
 
-from symgrad.expr.leaves import CONST, INPUT, PARAM
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, toposort
 
 SHARE_MIN_OPS = 4  # a repeated subexpression with at least this many nodes gets a name
+_NEG_PREC = 25  # unary minus: ``-2**x`` is ``-(2**x)``, so ``(-2)**x`` needs parentheses
+_CMP_PREC = 5  # comparisons chain in Python: ``(x < y) < z`` keeps its parentheses
 
 
 def _const_text(node: Expr) -> str:
     arr = node.arg.array
     if arr.ndim == 0:
         v = arr.item()
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+            return str(int(v))  # 2, not 2.0: the dtype is the node's, not the literal's
         if isinstance(v, float):
             text = f"{v:.8g}" if arr.dtype == np.float32 else repr(v)
+            if arr.dtype == np.float32 and np.float32(text) != arr:
+                text = f"{v:.9g}"  # 8 digits do not always pin a float32 down; 9 do
             return text if ("e" in text or "." in text or "n" in text) else text
         return str(v)
     if arr.size <= 6:
@@ -70,7 +76,11 @@ class _Printer:
         lets = []
         for n in nodes:
             if n.op is INPUT or n.op is PARAM or n.op is CONST:
-                text[n] = (self.leaf(n, names), 100)
+                leaf = self.leaf(n, names)  # a negative number binds like unary minus
+                text[n] = (leaf, _NEG_PREC if leaf.startswith("-") else 100)
+            elif n.op is SIZE:  # N, or N*M
+                dims = [str(d) for d in n.arg[0]]
+                text[n] = ("*".join(dims), 100 if len(dims) == 1 else 20)
             else:
                 text[n] = self.spell(n, [text[s] for s in n.srcs])
             if n in let and n is not root:
@@ -84,20 +94,38 @@ def _paren(part: tuple[str, int], prec: int, right: bool = False) -> str:
     return f"({s})" if p < prec or (right and p == prec) else s
 
 
+def _index_text(n: Expr) -> str:
+    """The key of an index node as a user writes it: ``1:`` rather than ``1:5``."""
+    key = []
+    for e, dim in zip((e for e in n.arg if e[0] != "new"), n.srcs[0].shape):
+        if e[0] == "slice":  # drop bounds that are the defaults for the step's direction
+            start, stop, step = e[1:]
+            if step < 0 and start == dim - 1:
+                start = None
+            if step > 0 and stop == dim:
+                stop = None
+            e = ("slice", start, stop, step)
+        key.append(e)
+    it = iter(key)
+    return n.op.fmt_arg(tuple(e if e[0] == "new" else next(it) for e in n.arg))
+
+
 def _spell_text(n: Expr, parts: list) -> tuple[str, int]:
     op = n.op
     if op.infix == "[]":
-        return f"{_paren(parts[0], 100)}[{op.fmt_arg(n.arg)}]", 100
+        return f"{_paren(parts[0], 100)}[{_index_text(n)}]", 100
     if op.infix and len(parts) == 1:  # unary minus
         return f"-{_paren(parts[0], op.prec)}", op.prec
     if op.infix:
         a, b = parts
-        if op.infix == "**":  # right-associative, binds tighter than unary minus
-            return f"{_paren(a, op.prec + 1)}**{_paren(b, op.prec)}", op.prec
+        if op.infix == "**":  # right-associative, binds tighter than unary minus on its
+            # left; its exponent may itself be a unary minus (``x**-y`` is ``x**(-y)``)
+            return f"{_paren(a, op.prec + 1)}**{_paren(b, _NEG_PREC)}", op.prec
         sep = f" {op.infix} " if op.prec <= 10 else op.infix
-        if op.prec == 5:
+        if op.prec == _CMP_PREC:
             sep = f" {op.infix} "
-        return f"{_paren(a, op.prec)}{sep}{_paren(b, op.prec, right=True)}", op.prec
+        return (f"{_paren(a, op.prec, right=op.prec == _CMP_PREC)}{sep}"
+                f"{_paren(b, op.prec, right=True)}", op.prec)
     if op.name == "cast":
         return f"{n.dtype}({parts[0][0]})", 100
     if op.name == "transpose" and n.arg == (1, 0):
@@ -125,8 +153,8 @@ def to_str(e: Expr, share_min_ops: int = SHARE_MIN_OPS) -> str:
 
 
 # -- LaTeX ------------------------------------------------------------------------------
-_LATEX_INFIX = {"+": "+", "-": "-", "*": r" \cdot ", "@": " ", "<": "<", "<=": r"\le",
-                ">": ">", ">=": r"\ge"}
+_LATEX_INFIX = {"+": "+", "-": "-", "*": r" \cdot ", "@": " ", "<": "<", "<=": r" \le ",
+                ">": ">", ">=": r" \ge "}
 
 
 def _latex_name(name: str) -> str:
@@ -160,12 +188,13 @@ def _spell_latex(n: Expr, parts: list) -> tuple[str, int]:
     if op.name == "cast":
         return parts[0]
     if op.infix == "[]":
-        return f"{paren(parts[0], 100)}_{{[{op.fmt_arg(n.arg)}]}}", 100
+        return f"{paren(parts[0], 100)}_{{[{_index_text(n)}]}}", 100
     if op.infix in _LATEX_INFIX:
         a, b = parts
-        return (f"{paren(a, op.prec)}{_LATEX_INFIX[op.infix]}"
+        return (f"{paren(a, op.prec, right=op.prec == _CMP_PREC)}{_LATEX_INFIX[op.infix]}"
                 f"{paren(b, op.prec, right=True)}", op.prec)
-    name = op.latex if isinstance(op.latex, str) else rf"\operatorname{{{op.fn}}}"
+    fn = op.fn.replace("_", r"\_")  # ``log_softmax``: a bare _ would be a subscript
+    name = op.latex if isinstance(op.latex, str) else rf"\operatorname{{{fn}}}"
     args = [p[0] for p in parts]
     if op.fmt_arg is not None and n.arg is not None:
         extra = op.fmt_arg(n.arg)

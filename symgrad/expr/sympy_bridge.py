@@ -16,7 +16,7 @@ import sympy
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
-from symgrad.expr.leaves import CONST, INPUT, PARAM
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import ELEMENTWISE, Expr, toposort
 from symgrad.expr.printing import _leaf_names
 
@@ -62,6 +62,8 @@ def to_sympy(e: Expr) -> sympy.Expr:
             out = sympy.IndexedBase(sym)[_INDEX] if indexed and node.ndim else sym
         elif op is CONST:
             out = _number(node)
+        elif op is SIZE:
+            out = sympy.Mul(*(_size_symbol(d) for d in node.arg[0]))
         elif op.kind == ELEMENTWISE and op.sympy is not None:
             args = [conv(s, indexed) for s in node.srcs]
             out = op.sympy(*args) if node.arg is None else op.sympy(*args, node.arg)
@@ -141,6 +143,8 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
             return F.power(conv(base), conv(ex))
         if isinstance(s, sympy.Sum):
             (idx, lo, hi), = s.limits
+            if not s.function.has(idx):  # a term free of i is added hi - lo + 1 times
+                return F.multiply(conv(hi - lo + 1), conv(s.function))
             return tensors.sum(conv(s.function))
         if isinstance(s, sympy.Piecewise):
             (value, cond), *rest = s.args

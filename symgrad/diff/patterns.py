@@ -1,0 +1,120 @@
+"""A small pattern language for rewrite rules: ``Rule("x*1 -> x", mul(x, 1), take(x))``.
+
+A pattern is a :class:`Var` (matches any node; a name used twice must match the same node),
+a Python number (matches a constant whose every element equals it), or an operator applied
+to patterns, :class:`Pat`. Commutative operators match either operand order. A rule's
+replacement is a function of the match; the engine keeps shapes and dtypes (a smaller
+result is broadcast back, a rewrite that cannot keep them is skipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from symgrad.expr.leaves import CONST
+from symgrad.expr.node import Expr
+
+
+@dataclass(frozen=True)
+class Var:
+    """A pattern variable; ``test`` (optional) must accept the node it binds."""
+
+    name: str
+    test: Callable[[Expr], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Pat:
+    """``op`` (by name) applied to sub-patterns; ``arg`` (optional) tests the op's argument."""
+
+    op: str
+    srcs: tuple
+    arg: Callable[[Any], bool] | None = None
+
+
+Match = dict
+
+
+def const_value(node: Expr) -> float | int | bool | None:
+    """The value of a constant whose elements are all equal, else ``None``."""
+    return node.arg.scalar() if node.op is CONST else None
+
+
+def match(pat: Any, node: Expr, m: Match) -> Match | None:
+    if isinstance(pat, Var):
+        bound = m.get(pat.name)
+        if bound is not None:
+            return m if bound is node else None
+        if pat.test is not None and not pat.test(node):
+            return None
+        return {**m, pat.name: node}
+    if isinstance(pat, (int, float)):
+        v = const_value(node)
+        return m if v is not None and not isinstance(v, bool) and v == pat else None
+    if node.op.name != pat.op or len(node.srcs) != len(pat.srcs):
+        return None
+    if pat.arg is not None and not pat.arg(node.arg):
+        return None
+    orders = [node.srcs]
+    if node.op.commutative and len(node.srcs) == 2:
+        orders.append(node.srcs[::-1])
+    for srcs in orders:
+        out: Match | None = m
+        for p, s in zip(pat.srcs, srcs):
+            out = match(p, s, out)
+            if out is None:
+                break
+        if out is not None:
+            return out
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``name`` reads as the identity (``"x*1 -> x"``); ``build(match)`` gives the new node
+    (or ``None`` to decline); ``when(match)`` is an optional extra condition."""
+
+    name: str
+    pattern: Any
+    build: Callable[[Match], Expr | float | None]
+    when: Callable[[Match], bool] | None = None
+    tags: tuple = field(default=())
+
+    def apply(self, node: Expr) -> Expr | float | None:
+        m = match(self.pattern, node, {"_": node})  # "_" is the whole node
+        if m is None or (self.when is not None and not self.when(m)):
+            return None
+        return self.build(m)
+
+
+class RuleSet:
+    """A named list of rules; rule sets compose with ``+``."""
+
+    def __init__(self, name: str, rules: list[Rule]):
+        self.name, self.rules = name, list(rules)
+        self._by_op: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            self._by_op.setdefault(r.pattern.op, []).append(r)
+
+    def __add__(self, other: RuleSet) -> RuleSet:
+        return RuleSet(f"{self.name}+{other.name}", self.rules + other.rules)
+
+    def for_op(self, op_name: str) -> list[Rule]:
+        return self._by_op.get(op_name, [])
+
+    def __iter__(self):
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __repr__(self) -> str:
+        return f"RuleSet({self.name!r}, {len(self.rules)} rules)"
+
+
+def op(name: str) -> Callable[..., Pat]:
+    """``op("exp")(x)`` is the pattern ``exp(x)``."""
+    def make(*srcs: Any, arg: Callable[[Any], bool] | None = None) -> Pat:
+        return Pat(name, tuple(srcs), arg)
+    return make

@@ -1,0 +1,140 @@
+"""The simplifier's rules, as data: each is ``Rule("identity", pattern, build)``.
+
+Grouped into named sets that compose with ``+``: ``IDENTITIES`` (algebraic identities and
+shape no-ops), ``REDUCTIONS`` (sums of broadcasts, scalar factors out of sums and means),
+``STABILIZE`` (numerically stable forms). Each rule holds where the original is defined;
+``tests/diff/test_rules.py`` checks every one on random inputs.
+"""
+
+from __future__ import annotations
+
+from symgrad.diff.collect import product_factors, rebuild_product
+from symgrad.diff.patterns import Rule, RuleSet, Var, op
+from symgrad.expr import functions as F
+from symgrad.expr import ops_tensor as T
+from symgrad.expr import tensors
+from symgrad.expr.node import Expr
+
+x, y, c = Var("x"), Var("y"), Var("c")
+scalar = Var("s", lambda n: n.ndim == 0)
+
+add, sub, mul, div, pow_ = op("add"), op("subtract"), op("multiply"), op("divide"), op("power")
+neg, exp, log, log1p, sqrt = op("negative"), op("exp"), op("log"), op("log1p"), op("sqrt")
+sigmoid, where = op("sigmoid"), op("where")
+reshape, broadcast_to, transpose = op("reshape"), op("broadcast_to"), op("transpose")
+sum_, mean, matmul = op("sum"), op("mean"), op("matmul")
+softmax, log_softmax, one_hot = op("softmax"), op("log_softmax"), op("one_hot")
+every_axis = (lambda a: a[0] is None)
+
+
+def _node(m) -> Expr:
+    return m["_"]
+
+
+def _pull_scalars(reduce):
+    """sum(s*x) -> s*sum(x) for scalar factors s (and the same for mean)."""
+    def build(m):
+        node = _node(m)
+        coef, factors = product_factors(node.srcs[0])
+        outside = {b: e for b, e in factors.items() if b.ndim == 0}
+        if not outside and coef == 1:
+            return None
+        inside = {b: e for b, e in factors.items() if b.ndim != 0}
+        rest = rebuild_product(1.0, inside)
+        if not isinstance(rest, Expr) or rest.shape != node.srcs[0].shape:
+            return None
+        return F.multiply(rebuild_product(coef, outside), reduce(rest, *node.arg))
+    return build
+
+
+def _factor_matmul(m):
+    """(s*A) @ B -> s*(A @ B) for scalar factors s of either operand."""
+    a, b = _node(m).srcs
+    pulled, parts = [], []
+    for operand in (a, b):
+        coef, factors = product_factors(operand)
+        outside = {k: e for k, e in factors.items() if k.ndim == 0}
+        inside = rebuild_product(1.0, {k: e for k, e in factors.items() if k.ndim != 0})
+        if (outside or coef != 1) and isinstance(inside, Expr) and inside.shape == operand.shape:
+            pulled.append(rebuild_product(coef, outside))
+            parts.append(inside)
+        else:
+            parts.append(operand)
+    if not pulled:
+        return None
+    out = tensors.matmul(*parts)
+    for s in pulled:
+        out = F.multiply(s, out)
+    return out
+
+
+def _sum_of_broadcast(m):
+    """sum(broadcast_to(s, shape)) = s*size(shape), for a scalar s over every axis."""
+    node, b = _node(m), m["b"]
+    return F.multiply(b.srcs[0], T.count(b.shape, None, node.dtype))
+
+
+IDENTITIES = RuleSet("identities", [
+    Rule("x*1 -> x", mul(x, 1), lambda m: m["x"]),
+    Rule("x*0 -> 0", mul(x, 0), lambda m: 0.0),
+    Rule("x + 0 -> x", add(x, 0), lambda m: m["x"]),
+    Rule("x - 0 -> x", sub(x, 0), lambda m: m["x"]),
+    Rule("0 - x -> -x", sub(0, x), lambda m: F.negative(m["x"])),
+    Rule("x - x -> 0", sub(x, x), lambda m: 0.0),
+    Rule("x/1 -> x", div(x, 1), lambda m: m["x"]),
+    Rule("x/x -> 1", div(x, x), lambda m: 1.0),
+    Rule("--x -> x", neg(neg(x)), lambda m: m["x"]),
+    Rule("x**1 -> x", pow_(x, 1), lambda m: m["x"]),
+    Rule("x**0 -> 1", pow_(x, 0), lambda m: 1.0),
+    Rule("exp(log(x)) -> x", exp(log(x)), lambda m: m["x"]),
+    Rule("log(exp(x)) -> x", log(exp(x)), lambda m: m["x"]),
+    Rule("sqrt(x)**2 -> x", pow_(sqrt(x), 2), lambda m: m["x"]),
+    Rule("where(c, x, x) -> x", where(c, x, x), lambda m: m["x"]),
+    Rule("reshape(reshape(x)) -> reshape(x)", reshape(reshape(x)),
+         lambda m: tensors.reshape(m["x"], _node(m).arg)),
+    Rule("broadcast_to(broadcast_to(x)) -> broadcast_to(x)", broadcast_to(broadcast_to(x)),
+         lambda m: tensors.broadcast_to(m["x"], _node(m).arg)),
+    Rule("reshape(broadcast_to(s)) -> broadcast_to(s)", reshape(broadcast_to(scalar)),
+         lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
+    Rule("transpose(transpose(x)) -> transpose(x)", transpose(transpose(x)),
+         lambda m: tensors.transpose(m["x"], tuple(
+             _node(m).srcs[0].arg[p] for p in _node(m).arg))),
+])
+
+REDUCTIONS = RuleSet("reductions", [
+    Rule("sum(s) -> s for a scalar s", sum_(scalar), lambda m: m["s"]),
+    Rule("mean(s) -> s for a scalar s", mean(scalar), lambda m: m["s"]),
+    Rule("sum(broadcast_to(s)) -> s*size", sum_(Var("b", lambda n: n.op is T.BROADCAST_TO
+                                                   and n.srcs[0].ndim == 0),
+                                               arg=every_axis), _sum_of_broadcast),
+    Rule("mean(broadcast_to(s)) -> s", mean(broadcast_to(scalar), arg=every_axis),
+         lambda m: m["s"]),
+    Rule("sum(s*x) -> s*sum(x)", sum_(mul(x, y)), _pull_scalars(tensors.sum)),
+    Rule("sum(x/s) -> sum(x)/s", sum_(div(x, y)), _pull_scalars(tensors.sum)),
+    Rule("sum(-x) -> -sum(x)", sum_(neg(x)), lambda m: F.negative(
+        tensors.sum(m["x"], *_node(m).arg))),
+    Rule("mean(s*x) -> s*mean(x)", mean(mul(x, y)), _pull_scalars(tensors.mean)),
+    Rule("mean(x/s) -> mean(x)/s", mean(div(x, y)), _pull_scalars(tensors.mean)),
+    Rule("(s*A) @ B -> s*(A @ B)", matmul(x, y), _factor_matmul),
+    Rule("sum(one_hot(l), axis=-1) -> 1", sum_(one_hot(x)), lambda m: 1.0,
+         when=lambda m: _node(m).arg[0] == (m["x"].ndim,)
+         or (_node(m).arg[0] is None and m["x"].ndim == 0)),
+])
+
+STABILIZE = RuleSet("stabilize", [
+    Rule("log(sigmoid(x)) -> -softplus(-x)", log(sigmoid(x)),
+         lambda m: F.negative(F.softplus(F.negative(m["x"])))),
+    Rule("log(1 + x) -> log1p(x)", log(add(x, 1)), lambda m: F.log1p(m["x"])),
+    Rule("exp(x) - 1 -> expm1(x)", sub(exp(x), 1), lambda m: F.expm1(m["x"])),
+    Rule("log1p(exp(x)) -> softplus(x)", log1p(exp(x)), lambda m: F.softplus(m["x"])),
+    Rule("1/(1 + exp(-x)) -> sigmoid(x)", div(1, add(exp(neg(x)), 1)),
+         lambda m: F.sigmoid(m["x"])),
+    Rule("log(sum(exp(x))) -> logsumexp(x)", log(sum_(exp(x))),
+         lambda m: Expr(T.LOGSUMEXP, (m["x"],), _node(m).srcs[0].arg)),
+    Rule("log(softmax(x)) -> log_softmax(x)", log(softmax(x)),
+         lambda m: tensors.log_softmax(m["x"], _node(m).srcs[0].arg)),
+    Rule("exp(log_softmax(x)) -> softmax(x)", exp(log_softmax(x)),
+         lambda m: tensors.softmax(m["x"], _node(m).srcs[0].arg)),
+])
+
+DEFAULT_RULES = IDENTITIES + REDUCTIONS + STABILIZE

@@ -1,0 +1,168 @@
+"""The simplifier: rewrite rules applied bottom-up over the DAG to a fixed point.
+
+Passes, in order at each node: the pattern rules (``symgrad.diff.rules``), constant
+folding, dropping broadcasts that elementwise operators do by themselves, and the normal
+forms of sums and products (``symgrad.diff.collect``). Every rewrite keeps the node's shape
+and dtype: a smaller result is broadcast back, and a rewrite that cannot be is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from symgrad.diff.collect import collect_product, collect_sum
+from symgrad.diff.patterns import RuleSet
+from symgrad.diff.rules import DEFAULT_RULES
+from symgrad.expr import functions as F
+from symgrad.expr import ops_elementwise as E
+from symgrad.expr import ops_tensor as T
+from symgrad.expr import tensors
+from symgrad.expr.leaves import CONST, SIZE, ConstData
+from symgrad.expr.node import ELEMENTWISE, LEAF, Expr, toposort
+from symgrad.expr.shapes import ShapeError, broadcast
+
+FOLD_MAX_SIZE = 4096  # larger non-uniform constant results stay as formulas
+MAX_REWRITES_PER_NODE = 64
+
+
+def fit(new: Expr | float, old: Expr) -> Expr | None:
+    """``new`` with ``old``'s shape and dtype, or ``None`` if it cannot have them."""
+    if not isinstance(new, Expr):
+        new = F.cast(new, old.dtype)
+    if new.shape != old.shape:
+        try:
+            if broadcast(new.shape, old.shape) != old.shape:
+                return None
+        except ShapeError:
+            return None
+        new = tensors.broadcast_to(new, old.shape)
+    if new.dtype != old.dtype:
+        if new.dtype.kind == "f" and old.dtype.kind != "f":
+            return None
+        new = F.cast(new, old.dtype)
+    return new
+
+
+def fold_constants(node: Expr) -> Expr | None:
+    """An operator over constants is evaluated now (``2*3 -> 6``)."""
+    if node.op.kind == LEAF or not node.srcs or any(s.op is not CONST for s in node.srcs):
+        return None
+    if node.op.extra.get("bind") and any(isinstance(d, str) for d in node.shape):
+        return None
+    with np.errstate(all="ignore"):
+        try:
+            value = np.asarray(node.op.numpy(node.arg, *(s.arg.array for s in node.srcs)))
+        except (ValueError, IndexError):
+            return None  # e.g. one_hot of an out-of-range constant: leave it to fail at run
+    value = value.astype(node.dtype)
+    uniform = ConstData(value).scalar()
+    if uniform is not None and value.ndim:
+        return tensors.broadcast_to(Expr(CONST, (), ConstData(value.reshape(-1)[0])),
+                                    node.shape)
+    if value.size > FOLD_MAX_SIZE:
+        return None
+    return Expr(CONST, (), ConstData(value))
+
+
+def drop_implicit_broadcasts(node: Expr) -> Expr | None:
+    """``x + broadcast_to(y, s) -> x + y`` when broadcasting gives the same shape anyway
+    (also for a reshape that only adds leading 1s)."""
+    if node.op.kind != ELEMENTWISE or len(node.srcs) < 2:
+        return None
+    srcs = list(node.srcs)
+    changed = False
+    for i, s in enumerate(srcs):
+        inner = s.srcs[0] if s.srcs else None
+        if s.op is T.BROADCAST_TO or (s.op is T.RESHAPE and s.shape[s.ndim - inner.ndim:] ==
+                                       inner.shape and set(s.shape[:s.ndim - inner.ndim])
+                                       <= {1}):
+            trial = srcs[:i] + [inner] + srcs[i + 1:]
+            try:
+                if broadcast(*(t.shape for t in trial)) == node.shape:
+                    srcs, changed = trial, True
+            except ShapeError:
+                pass
+    return Expr(node.op, tuple(srcs), node.arg) if changed else None
+
+
+def hoist_broadcast(node: Expr) -> Expr | None:
+    """``f(broadcast_to(x, s)) -> broadcast_to(f(x), s)`` for unary elementwise ``f``, so the
+    broadcast can meet (and be absorbed by) an operator that broadcasts by itself."""
+    if node.op.kind != ELEMENTWISE or len(node.srcs) != 1 or node.srcs[0].op is not T.BROADCAST_TO:
+        return None
+    return Expr(node.op, node.srcs[0].srcs, node.arg)
+
+
+def collect(node: Expr) -> Expr | float | None:
+    if node.op in (E.ADD, E.SUB) or (node.op is E.NEG and node.srcs[0].op in (E.ADD, E.SUB)):
+        return collect_sum(node)
+    if node.op in (E.MUL, E.DIV, E.NEG):
+        return collect_product(node)
+    return None
+
+
+PASSES: tuple[Callable[[Expr], Expr | float | None], ...] = (
+    fold_constants, hoist_broadcast, drop_implicit_broadcasts, collect)
+
+
+class Simplifier:
+    """One simplification run; remembers every node it has simplified."""
+
+    def __init__(self, rules: RuleSet = DEFAULT_RULES):
+        self.rules = rules
+        self.memo: dict[Expr, Expr] = {}
+        self.fired: list[str] = []
+
+    def __call__(self, root: Expr) -> Expr:
+        if root in self.memo:
+            return self.memo[root]
+        for node in toposort([root]):
+            if node in self.memo:
+                continue
+            srcs = tuple(self.memo[s] for s in node.srcs)
+            rebuilt = node if srcs == node.srcs else Expr(node.op, srcs, node.arg)
+            out = self._rewrite(rebuilt) if rebuilt.srcs or rebuilt.op is SIZE else rebuilt
+            self.memo[node] = self.memo[rebuilt] = self.memo[out] = out
+        return self.memo[root]
+
+    def _rewrite(self, node: Expr) -> Expr:
+        for _ in range(MAX_REWRITES_PER_NODE):
+            new = self._step(node)
+            if new is None:
+                return node
+            node = self(new)  # simplify the new parts, then try this node again
+            if node.op.kind == LEAF:
+                return node
+        return node
+
+    def _step(self, node: Expr) -> Expr | None:
+        for rule in self.rules.for_op(node.op.name):
+            out = rule.apply(node)
+            if out is not None:
+                fitted = fit(out, node)
+                if fitted is not None and fitted is not node:
+                    self.fired.append(rule.name)
+                    return fitted
+        for step in PASSES:
+            out = step(node)
+            if out is not None:
+                fitted = fit(out, node)
+                if fitted is not None and fitted is not node:
+                    self.fired.append(step.__name__)
+                    return fitted
+        return None
+
+
+def simplify(e: Expr | Sequence[Expr], rules: RuleSet = DEFAULT_RULES) -> Expr | list[Expr]:
+    """``e`` rewritten to a simpler equal formula (same shape, dtype and values).
+
+    >>> x = sg.input("x")
+    >>> print(sg.simplify(2 * x + 3 * x - x * 1))
+    4*x
+    """
+    s = Simplifier(rules)
+    if isinstance(e, Expr):
+        return s(e)
+    return [s(n) for n in e]
