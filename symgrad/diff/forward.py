@@ -17,6 +17,7 @@ from symgrad.diff.reverse import _check_wrt, depends_on, zeros
 from symgrad.expr import functions as F
 from symgrad.expr import tensors as T
 from symgrad.expr.leaves import const
+from symgrad.expr.ops_band import band_matrix
 from symgrad.expr.node import ELEMENTWISE, Expr, toposort
 from symgrad.expr.shapes import fmt
 
@@ -71,6 +72,9 @@ def identity(shape: tuple, dtype) -> Expr:
     if any(isinstance(d, str) for d in shape):
         raise ValueError(f"a Jacobian or Hessian needs a variable of known shape, got "
                          f"{fmt(shape)}")
+    if len(shape) == 1:  # one band of ones: the structure survives into Hessians
+        ones = T.broadcast_to(F.cast(1, dtype), shape)
+        return band_matrix(shape + shape, [(ones, 0, 1)])
     n = int(np.prod(shape)) if shape else 1
     eye = T.one_hot(const(np.arange(n, dtype=np.int32)), n, dtype)
     return T.reshape(eye, shape + shape)

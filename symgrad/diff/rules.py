@@ -2,7 +2,8 @@
 
 Grouped into named sets that compose with ``+``: ``IDENTITIES`` (algebraic identities and
 shape no-ops), ``REDUCTIONS`` (sums of broadcasts, scalar factors out of sums and means),
-``STABILIZE`` (numerically stable forms). Each rule holds where the original is defined;
+``STABILIZE`` (numerically stable forms), ``STRUCTURE`` (banded Jacobians and Hessians,
+in ``rules_band.py``). Each rule holds where the original is defined;
 ``tests/diff/test_rules.py`` checks every one on random inputs.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from symgrad.diff.collect import product_factors, rebuild_product
 from symgrad.diff.patterns import Rule, RuleSet, Var, op
+from symgrad.diff.rules_band import STRUCTURE
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
@@ -22,6 +24,7 @@ add, sub, mul, div, pow_ = op("add"), op("subtract"), op("multiply"), op("divide
 neg, exp, log, log1p, sqrt = op("negative"), op("exp"), op("log"), op("log1p"), op("sqrt")
 sigmoid, where = op("sigmoid"), op("where")
 reshape, broadcast_to, transpose = op("reshape"), op("broadcast_to"), op("transpose")
+index = op("index")
 sum_, mean, matmul = op("sum"), op("mean"), op("matmul")
 softmax, log_softmax, one_hot = op("softmax"), op("log_softmax"), op("one_hot")
 every_axis = (lambda a: a[0] is None)
@@ -96,6 +99,8 @@ IDENTITIES = RuleSet("identities", [
          lambda m: tensors.broadcast_to(m["x"], _node(m).arg)),
     Rule("reshape(broadcast_to(s)) -> broadcast_to(s)", reshape(broadcast_to(scalar)),
          lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
+    Rule("broadcast_to(s)[k] -> broadcast_to(s)", index(broadcast_to(scalar)),
+         lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
     Rule("transpose(transpose(x)) -> transpose(x)", transpose(transpose(x)),
          lambda m: tensors.transpose(m["x"], tuple(
              _node(m).srcs[0].arg[p] for p in _node(m).arg))),
@@ -137,4 +142,4 @@ STABILIZE = RuleSet("stabilize", [
          lambda m: tensors.softmax(m["x"], _node(m).srcs[0].arg)),
 ])
 
-DEFAULT_RULES = IDENTITIES + REDUCTIONS + STABILIZE
+DEFAULT_RULES = IDENTITIES + REDUCTIONS + STABILIZE + STRUCTURE

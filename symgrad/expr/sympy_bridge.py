@@ -123,8 +123,8 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
             if s in (sympy.oo, -sympy.oo, sympy.nan):
                 return float(s)
             return int(s) if s.is_Integer else float(s)
-        if s.is_Add:  # positive terms first, then subtract the negative ones
-            terms = sorted(s.args, key=lambda a: a.could_extract_minus_sign())
+        if s.is_Add:  # positive terms first (in SymPy's printed order), then the negative
+            terms = sorted(s.as_ordered_terms(), key=lambda a: a.could_extract_minus_sign())
             out = conv(terms[0])
             for a in terms[1:]:
                 out = F.subtract(out, conv(-a)) if a.could_extract_minus_sign() else F.add(
@@ -157,6 +157,13 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
         for cls, f in _RELATIONS.items():
             if isinstance(s, cls):
                 return f(conv(s.lhs), conv(s.rhs))
+        if isinstance(s, (sympy.And, sympy.Or)):  # SymPy merges nested Piecewise conditions
+            # a and b is where(a, b, False); a or b is where(a, True, b)
+            both = isinstance(s, sympy.And)
+            return _fold(lambda a, c: F.where(a, c, False) if both else F.where(a, True, c),
+                         [conv(a) for a in s.args])
+        if isinstance(s, sympy.Not):
+            return F.where(conv(s.args[0]), False, True)
         if s.func in _FUNCS:
             (a,) = s.args
             return _FUNCS[s.func](conv(a))

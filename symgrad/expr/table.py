@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, OpDef, toposort
+from symgrad.expr.ops_band import BAND_OPS
 from symgrad.expr.ops_elementwise import ELEMENTWISE_OPS
 from symgrad.expr.ops_index import INDEX_OPS
 from symgrad.expr.ops_tensor import TENSOR_OPS
 
-ALL_OPS: tuple[OpDef, ...] = (INPUT, PARAM, CONST, SIZE, *ELEMENTWISE_OPS, *TENSOR_OPS, *INDEX_OPS)
+ALL_OPS: tuple[OpDef, ...] = (INPUT, PARAM, CONST, SIZE, *ELEMENTWISE_OPS, *TENSOR_OPS,
+                              *INDEX_OPS, *BAND_OPS)
 OPS_BY_NAME: dict[str, OpDef] = {op.name: op for op in ALL_OPS}
 
 
