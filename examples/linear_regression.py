@@ -1,4 +1,4 @@
-"""Linear regression written as a formula: build it, read it, evaluate it.
+"""Linear regression written as a formula: build it, read it and its derivatives, train it.
 
 Run: python examples/linear_regression.py
 """
@@ -17,12 +17,23 @@ x1, x2, y = sg.inputs("x1 x2 y")
 w1, w2, b = sg.params("w1 w2 b", init=0.0)
 pred = w1 * x1 + w2 * x2 + b
 loss = sg.mean((pred - y) ** 2)
+grads = sg.grad(loss, [w1, w2, b])
 
-print("model:      ", pred)
-print("loss:       ", loss)
-print("LaTeX:      ", sg.latex(loss))
-print("SymPy:      ", sg.to_sympy(loss))
-print("loss at w=0:", float(sg.evaluate(loss, x1=a1, x2=a2, y=t)))
+print("model:     ", pred)
+print("loss:      ", loss)
+print("LaTeX:     ", sg.latex(loss))
+print("SymPy:     ", sg.to_sympy(loss))
+for p, g in zip((w1, w2, b), grads):
+    print(f"d loss/d {p.name}:", g)
 
-w1.value, w2.value, b.value = 3.0, -2.0, 0.5
-print("loss at the true weights:", float(sg.evaluate(loss, x1=a1, x2=a2, y=t)))
+# Gradient descent through the NumPy reference backend (compiled steps come with the LLVM
+# backend); the loss and all three gradients are one function of the data.
+step = sg.function([loss, *grads], backend="numpy")
+for i in range(200):
+    value, *gs = step(x1=a1, x2=a2, y=t)
+    for p, g in zip((w1, w2, b), gs):
+        p.value = p.value - 0.1 * g
+    if i % 50 == 0:
+        print(f"step {i:3d}  loss {float(value):.5f}")
+print(f"learned w1={float(w1.value):.3f} w2={float(w2.value):.3f} b={float(b.value):.3f}"
+      "  (true 3, -2, 0.5)")

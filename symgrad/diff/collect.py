@@ -52,18 +52,23 @@ def sum_terms(node: Expr) -> tuple[float, dict[Expr, float]]:
 
 
 def split_coefficient(n: Expr) -> tuple[float, Expr]:
-    """``2*x`` -> ``(2, x)``; a node with no numeric factor -> ``(1, n)``."""
-    if n.op is E.MUL:
-        a, b = n.srcs
-        for c, rest in ((a, b), (b, a)):
-            v = _number(c)
-            if v is not None and rest.shape == n.shape:
-                return v, rest
-    return 1.0, n
+    """``-400*v*x`` -> ``(-400, v*x)``; a node with no numeric factor -> ``(1, n)``."""
+    if n.op not in _PRODUCT_OPS:
+        return 1.0, n
+    coef, factors = product_factors(n)
+    rest = rebuild_product(1.0, factors)
+    if coef == 1 or not isinstance(rest, Expr) or rest.shape != n.shape:
+        return 1.0, n
+    return coef, rest
 
 
 def _scaled(coef: float, term: Expr) -> Expr:
-    return term if coef == 1 else F.multiply(coef, term)
+    """``coef*term`` in the product normal form (so product collection leaves it alone)."""
+    if coef == 1:
+        return term
+    c, factors = product_factors(term)
+    out = rebuild_product(coef * c, factors)
+    return out if isinstance(out, Expr) else F.multiply(coef, term)
 
 
 def _common_factor(items: list[tuple[Expr, float]]) -> tuple[float, dict[Expr, float]] | None:
@@ -104,7 +109,7 @@ def _plain_sum(items: list[tuple[Expr, float]], c0: float) -> Expr | float:
         for t, c in items:
             out = F.add(out, _scaled(c, t)) if c > 0 else F.subtract(out, _scaled(-c, t))
         return out
-    out = _scaled(c, first) if c > 0 else F.negative(_scaled(-c, first))
+    out = _scaled(c, first)  # a negative lead keeps its sign in the product: -400*x
     for t, c in items[1:]:
         out = F.add(out, _scaled(c, t)) if c > 0 else F.subtract(out, _scaled(-c, t))
     if c0 > 0:
@@ -130,14 +135,18 @@ def product_factors(node: Expr) -> tuple[float, dict[Expr, float]]:
     while stack:
         n, power = stack.pop()
         v = _number(n)
-        if v is not None and v != 0:
+        if power != int(power) and (n.op in _PRODUCT_OPS or (v is not None and v < 0)):
+            # a fractional power does not distribute over a product or a sign:
+            # (x*y)**0.5 is not x**0.5*y**0.5 for x, y < 0, nor (-x)**0.5 = -(x**0.5)
+            factors[n] = factors.get(n, 0.0) + power
+        elif v is not None and v != 0:
             coef *= v**power
         elif n.op is E.MUL:
             stack += [(n.srcs[1], power), (n.srcs[0], power)]
         elif n.op is E.DIV:
             stack += [(n.srcs[1], -power), (n.srcs[0], power)]
         elif n.op is E.NEG:
-            coef = -coef
+            coef *= (-1.0) ** int(power)  # (-x)**2 = x**2, (-x)**3 = -(x**3)
             stack.append((n.srcs[0], power))
         elif n.op is E.POW and _number(n.srcs[1]) is not None and power == int(power):
             # (x**e)**k = x**(e*k) for integer k; not for k = 1/2, since (x**2)**0.5 = |x|

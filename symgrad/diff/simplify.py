@@ -25,6 +25,7 @@ from symgrad.expr.shapes import ShapeError, broadcast
 
 FOLD_MAX_SIZE = 4096  # larger non-uniform constant results stay as formulas
 MAX_REWRITES_PER_NODE = 64
+MAX_DEPTH = 60  # nested rewrites of new nodes; deeper means rules undo each other
 
 
 def fit(new: Expr | float, old: Expr) -> Expr | None:
@@ -114,6 +115,8 @@ class Simplifier:
         self.rules = rules
         self.memo: dict[Expr, Expr] = {}
         self.fired: list[str] = []
+        self.depth = 0
+        self.cut_short = 0  # rewrites stopped by a limit: nonzero means rules undo each other
 
     def __call__(self, root: Expr) -> Expr:
         if root in self.memo:
@@ -128,14 +131,22 @@ class Simplifier:
         return self.memo[root]
 
     def _rewrite(self, node: Expr) -> Expr:
-        for _ in range(MAX_REWRITES_PER_NODE):
-            new = self._step(node)
-            if new is None:
-                return node
-            node = self(new)  # simplify the new parts, then try this node again
-            if node.op.kind == LEAF:
-                return node
-        return node
+        if self.depth > MAX_DEPTH:  # a cycle of rules; stop rather than recurse forever
+            self.cut_short += 1
+            return node
+        self.depth += 1
+        try:
+            for _ in range(MAX_REWRITES_PER_NODE):
+                new = self._step(node)
+                if new is None:
+                    return node
+                node = self(new)  # simplify the new parts, then try this node again
+                if node.op.kind == LEAF:
+                    return node
+            self.cut_short += 1
+            return node
+        finally:
+            self.depth -= 1
 
     def _step(self, node: Expr) -> Expr | None:
         for rule in self.rules.for_op(node.op.name):

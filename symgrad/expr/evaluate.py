@@ -138,7 +138,8 @@ def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
             if out.dtype != node.dtype:
                 out = out.astype(node.dtype)
             values[node] = out
-    return [values[n] for n in nodes]
+    # never hand back the caller's own input array or a read-only constant
+    return [values[n].copy() if n.op is INPUT or n.op is CONST else values[n] for n in nodes]
 
 
 def evaluate(outputs: Outputs, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:

@@ -149,7 +149,7 @@ SOFTPLUS = unary("softplus", _softplus, sympy=lambda x: sympy.log(1 + sympy.exp(
 GELU = unary("gelu", _gelu, sympy=lambda x: x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2,
              vjp=_gelu_vjp)
 LEAKY_RELU = OpDef("leaky_relu", ELEMENTWISE, _same, _leaky_relu, fn="leaky_relu",
-                   fmt_arg=lambda a: f"alpha={a!r}",
+                   fmt_arg=lambda a: f"negative_slope={a!r}",
                    sympy=lambda x, a: sympy.Piecewise((x, x > 0), (a * x, True)),
                    vjp=lambda g, out, x: (F.where(x > 0, g, g * out.arg),))
 ELU = OpDef("elu", ELEMENTWISE, _same, _elu, fn="elu", fmt_arg=lambda a: f"alpha={a!r}",

@@ -53,7 +53,7 @@ def _shared(nodes: list[Expr], min_ops: int) -> list[Expr]:
     """Nodes worth naming: used more than once and big enough."""
     uses: Counter = Counter()
     for n in nodes:
-        for s in set(n.srcs):
+        for s in n.srcs:  # d + d uses d twice: inlining both would double the text
             uses[s] += 1
     size: dict[Expr, int] = {}
     for n in nodes:  # tree size, capped so it stays cheap

@@ -16,7 +16,7 @@ import sympy
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
-from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE, size
 from symgrad.expr.node import ELEMENTWISE, Expr, toposort
 from symgrad.expr.printing import _leaf_names
 
@@ -116,6 +116,8 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
         if isinstance(s, sympy.Indexed):
             return leaf(str(s.base))
         if isinstance(s, sympy.Symbol):
+            if s.name not in table and s.is_integer and s.is_positive:
+                return size((s.name,))  # a symbolic dimension, as to_sympy writes N
             return leaf(s.name)
         if s is sympy.true or s is sympy.false:
             return bool(s)
@@ -143,6 +145,9 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
             return F.power(conv(base), conv(ex))
         if isinstance(s, sympy.Sum):
             (idx, lo, hi), = s.limits
+            if lo != 0:
+                raise NotImplementedError(f"from_sympy: a Sum from {lo} (only sums over a "
+                                          f"whole vector, from 0, map to sum): {s}")
             if not s.function.has(idx):  # a term free of i is added hi - lo + 1 times
                 return F.multiply(conv(hi - lo + 1), conv(s.function))
             return tensors.sum(conv(s.function))
@@ -164,6 +169,8 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
                          [conv(a) for a in s.args])
         if isinstance(s, sympy.Not):
             return F.where(conv(s.args[0]), False, True)
+        if isinstance(s, sympy.ITE):  # a condition chosen by a condition
+            return F.where(*(conv(a) for a in s.args))
         if s.func in _FUNCS:
             (a,) = s.args
             return _FUNCS[s.func](conv(a))
