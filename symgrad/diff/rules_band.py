@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from symgrad.diff.patterns import Rule, RuleSet, Var, op
 from symgrad.expr import functions as F
-from symgrad.expr.node import Expr
+from symgrad.expr import tensors
+from symgrad.expr.node import ELEMENTWISE, Expr
 from symgrad.expr.ops_band import BANDS, band_matrix
 from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.ops_elementwise import ADD, SUB
@@ -88,6 +89,8 @@ def _distribute(rebuild):
         if not _has_band(total):
             return None
         a, b = total.srcs
+        if node.op.kind != ELEMENTWISE:  # a shape operator expects the sum's own shape
+            a, b = (tensors.broadcast_to(p, total.shape) for p in (a, b))
         fa, fb = rebuild(node, a), rebuild(node, b)
         return fa + fb if total.op is ADD else fa - fb
     return build
@@ -118,7 +121,7 @@ STRUCTURE = RuleSet("structure", [
     Rule("(x - y)[k] -> x[k] - y[k] (with bands)", index(sub(x, y)),
          _distribute(lambda node, part: Expr(INDEX, (part,), node.arg))),
     Rule("(x + y).T -> x.T + y.T (with bands)", transpose(add(x, y)),
-         _distribute(lambda node, part: F.transpose(part, node.arg))),
+         _distribute(lambda node, part: Expr(node.op, (part,), node.arg))),
     Rule("(x - y).T -> x.T - y.T (with bands)", transpose(sub(x, y)),
-         _distribute(lambda node, part: F.transpose(part, node.arg))),
+         _distribute(lambda node, part: Expr(node.op, (part,), node.arg))),
 ])

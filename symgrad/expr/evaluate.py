@@ -113,6 +113,20 @@ def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
     return arrays, sizes
 
 
+def check_dims_bound(nodes: Sequence[Expr], sizes: Mapping[str, int]) -> None:
+    """Every symbolic dimension the graph uses must be set by some input."""
+    used = set()
+    for n in toposort(list(nodes)):
+        used.update(n.shape)
+        if n.op is SIZE:
+            used.update(n.arg[0])
+    unbound = sorted(d for d in used if isinstance(d, str) and d not in sizes)
+    if unbound:
+        raise ValueError(f"no input sets the dimension{'s' if len(unbound) > 1 else ''} "
+                         f"{', '.join(map(repr, unbound))}: feed an input whose shape has "
+                         "it, or give the shape as numbers")
+
+
 def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
               sizes: Mapping[str, int]) -> list[np.ndarray]:
     """Evaluate already-checked feeds through the graph."""
@@ -154,5 +168,6 @@ def evaluate(outputs: Outputs, **feeds: Any) -> np.ndarray | tuple[np.ndarray, .
     """
     nodes, single = as_outputs(outputs)
     arrays, sizes = check_feeds(graph_inputs(nodes), feeds)
+    check_dims_bound(nodes, sizes)
     results = run_graph(nodes, arrays, sizes)
     return results[0] if single else tuple(results)

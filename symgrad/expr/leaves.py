@@ -70,6 +70,9 @@ class ParamSlot:
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"parameter {self.name!r}: expected a numeric array of shape "
                             f"{fmt(self.shape)}, got {type(new).__name__} of dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and self.dtype.kind != "f":
+            raise TypeError(f"parameter {self.name!r}: expected {self.dtype} values, got "
+                            f"floating dtype {arr.dtype}")
         if arr.shape != self.shape:
             raise ValueError(f"parameter {self.name!r}: expected shape {fmt(self.shape)}, "
                              f"got {fmt(arr.shape)}")
@@ -188,8 +191,9 @@ def const(value: object, dtype: object = None) -> Expr:
         raise TypeError(f"const: expected a number or numeric array, got {value!r}")
     if dtype is not None:
         dt = as_dtype(dtype, "const")
-    elif isinstance(value, np.ndarray) and arr.dtype in (np.float64, np.float32, np.int32):
-        dt = arr.dtype  # an array keeps its own dtype
+    elif isinstance(value, (np.ndarray, np.generic)) and arr.dtype in (
+            np.float64, np.float32, np.int32):
+        dt = arr.dtype  # NumPy arrays and scalars keep their own dtype (they are strong)
     else:  # Python numbers and lists: symgrad's defaults
         dt = {"b": np.dtype(bool), "f": FLOAT32}.get(arr.dtype.kind, np.dtype("int32"))
     out = arr.astype(dt)

@@ -190,18 +190,32 @@ def _matmul_vjp(g, out, a, b):
     return (da[..., 0, :] if a.ndim == 1 else da), (db[..., 0] if b.ndim == 1 else db)
 
 
+def _pad(t, nb, x, other):
+    """Tangent ``t`` (``nb`` batch axes + x.shape) with 1s after its batch axes, so that
+    x's own batch axes line up with those of the other (longer) operand."""
+    extra = other.ndim - x.ndim
+    if x.ndim < 2 or extra <= 0:
+        return t
+    return F.reshape(t, t.shape[:nb] + (1,) * extra + x.shape)
+
+
 def _matmul_jvp(ts, out, nb):
+    # The tangents' batch axes must lead the result; matmul broadcasts batch axes from the
+    # right, so a tangent gets 1s between its batch axes and the operand's own axes.
     (a, b), (ta, tb) = out.srcs, ts
     terms = []
     if ta is not None:
-        terms.append(ta @ b)
+        if a.ndim == 1 and b.ndim > 2:  # a row against a stack of matrices
+            row = F.reshape(ta, ta.shape[:nb] + (1,) * (b.ndim - 1) + a.shape)
+            terms.append((row @ b)[..., 0, :])
+        else:
+            terms.append(_pad(ta, nb, a, b) @ b)
     if tb is not None:
         if b.ndim > 1:
-            terms.append(a @ tb)
-        elif a.ndim <= 2:  # a @ b with b a vector: the tangents' batch axes lead
-            terms.append(tb @ (a if a.ndim == 1 else a.T))
-        else:
-            raise NotImplementedError("forward derivative of a batched matmul with a vector")
+            terms.append(a @ _pad(tb, nb, b, a))
+        else:  # a column: a @ b[..., None]
+            col = F.reshape(tb, tb.shape[:nb] + (1,) * max(a.ndim - 2, 0) + b.shape + (1,))
+            terms.append((a @ col)[..., 0])
     return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from symgrad.expr.evaluate import Outputs, as_outputs, check_feeds, graph_inputs, run_graph
+from symgrad.expr.evaluate import (Outputs, as_outputs, check_dims_bound, check_feeds,
+                                   graph_inputs, run_graph)
 
 BACKENDS = ("numpy", "llvm", "cuda")
 
@@ -31,6 +32,7 @@ class Function:
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays, sizes = check_feeds(self.inputs, feeds)
+        check_dims_bound(self.outputs, sizes)
         results = run_graph(self.outputs, arrays, sizes)
         return results[0] if self._single else tuple(results)
 
