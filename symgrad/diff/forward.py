@@ -17,8 +17,8 @@ from symgrad.diff.reverse import _check_wrt, depends_on, zeros
 from symgrad.expr import functions as F
 from symgrad.expr import tensors as T
 from symgrad.expr.leaves import const
-from symgrad.expr.ops_band import band_matrix
 from symgrad.expr.node import ELEMENTWISE, Expr, toposort
+from symgrad.expr.ops_band import band_matrix
 from symgrad.expr.shapes import fmt
 
 

@@ -13,8 +13,8 @@ from symgrad.expr import functions as F
 from symgrad.expr import tensors
 from symgrad.expr.node import ELEMENTWISE, Expr
 from symgrad.expr.ops_band import BANDS, band_matrix
-from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.ops_elementwise import ADD, SUB
+from symgrad.expr.ops_index import INDEX, SCATTER
 
 band = Var("m", lambda n: n.op is BANDS)
 by_column = Var("m", lambda n: n.op is BANDS and all(a == 1 for _, a in n.arg[1]))

@@ -18,7 +18,7 @@ from symgrad.expr.shapes import ShapeError, fmt
 
 def _infer(srcs, arg):
     shape, layout = arg
-    for v, (offset, axis) in zip(srcs, layout):
+    for v, (_, axis) in zip(srcs, layout):
         if v.ndim != 1 or v.shape[0] != shape[axis]:
             raise ShapeError(f"bands: a band on axis {axis} of a {fmt(shape)} matrix needs "
                              f"a vector of length {shape[axis]}, got shape {fmt(v.shape)}")

@@ -6,8 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from symgrad.expr.evaluate import (Outputs, as_outputs, check_dims_bound, check_feeds,
-                                   graph_inputs, run_graph)
+from symgrad.expr.evaluate import (
+    Outputs,
+    as_outputs,
+    check_dims_bound,
+    check_feeds,
+    graph_inputs,
+    run_graph,
+)
 
 BACKENDS = ("numpy", "llvm", "cuda")
 
