@@ -4,7 +4,7 @@ Grouped into named sets that compose with ``+``: ``IDENTITIES`` (algebraic ident
 shape no-ops), ``REDUCTIONS`` (sums of broadcasts, scalar factors out of sums and means),
 ``STABILIZE`` (numerically stable forms), ``STRUCTURE`` (banded Jacobians and Hessians,
 in ``rules_band.py``). Each rule holds where the original is defined;
-``tests/diff/test_rules.py`` checks every one on random inputs.
+``tests/diff/test_simplify.py`` checks every one on random inputs.
 """
 
 from __future__ import annotations

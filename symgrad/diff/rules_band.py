@@ -82,11 +82,34 @@ def _has_band(n: Expr) -> bool:
     return n.op is BANDS or (n.op in (ADD, SUB) and any(_has_band(s) for s in n.srcs))
 
 
+def _scales_bands(total: Expr, w: Expr) -> bool:
+    """Whether ``w`` turns every banded term of the sum ``total`` into bands (a row
+    scaling of column bands: what ``bands * row -> bands`` absorbs)."""
+    cols = total.shape[-1] if total.ndim == 2 else None
+    if cols is None or w.shape not in ((), (cols,), (1, cols)):
+        return False
+    stack = [total]
+    while stack:
+        n = stack.pop()
+        if n.op in (ADD, SUB):
+            stack += n.srcs
+        elif n.op is BANDS and any(a != 1 for _, a in n.arg[1]):
+            return False
+    return True
+
+
 def _distribute(rebuild):
     """f(x + y) -> f(x) + f(y) for a linear f, when the sum holds a banded matrix."""
     def build(m):
         node, total = m["_"], m["_"].srcs[0]
-        if not _has_band(total):
+        if node.op.kind == ELEMENTWISE:  # (x + y)*w, matched either way round
+            w_ = m["w"]
+            if node.srcs[0] is w_ and node.srcs[1] is not w_:
+                total = node.srcs[1]
+                node = Expr(node.op, (total, w_), node.arg)
+            if not _scales_bands(total, w_):
+                return None  # the products stay dense, and collecting w would undo this
+        if total.op not in (ADD, SUB) or not _has_band(total):
             return None
         a, b = total.srcs
         if node.op.kind != ELEMENTWISE:  # a shape operator expects the sum's own shape
