@@ -19,36 +19,77 @@ BACKENDS = ("numpy", "llvm", "cuda")
 
 
 class Function:
-    """Outputs bound to a backend; call it with feeds by input name.
+    """Outputs bound to a backend; call it with feeds by input name. One output node in,
+    one array out; a list in, a tuple out.
 
-    >>> f = sg.function([loss, pred], backend="numpy")
+    >>> f = sg.function([loss, pred], backend="llvm")
     >>> value, p = f(x=xs, y=ys)
+    >>> print(f.plan)          # what each compiled kernel computes, pass by pass
     """
 
-    def __init__(self, outputs: Outputs, backend: str = "numpy"):
+    def __init__(self, outputs: Outputs, backend: str = "llvm"):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"got {backend!r}")
-        if backend != "numpy":
-            raise NotImplementedError(f"backend {backend!r} is not built yet; use "
-                                      "backend='numpy'")
+        if backend == "cuda":
+            raise NotImplementedError("backend 'cuda' is not built yet; use backend='llvm' "
+                                      "(CPU) or 'numpy'")
         self.backend = backend
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
+        self._compiled = None
+        if backend == "llvm":
+            from symgrad.runtime.llvm_function import LLVMFunction
+
+            self._compiled = LLVMFunction(self.outputs)
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self.outputs, sizes)
-        results = run_graph(self.outputs, arrays, sizes)
+        if self._compiled is not None:
+            results = self._compiled.run(arrays, sizes)
+        else:
+            results = run_graph(self.outputs, arrays, sizes)
         return results[0] if self._single else tuple(results)
+
+    def _need_compiled(self, what: str):
+        if self._compiled is None:
+            raise AttributeError(f"{what} exists for compiled backends; this function runs on "
+                                 f"{self.backend!r}")
+        return self._compiled
+
+    @property
+    def source(self) -> str:
+        """The kernel source: LLVM IR as generated (``optimized_source`` after -O3)."""
+        return self._need_compiled("source").source
+
+    @property
+    def optimized_source(self) -> str:
+        return self._need_compiled("optimized_source").optimized_source
+
+    @property
+    def asm(self) -> str:
+        """The machine code, as assembly text."""
+        return self._need_compiled("asm").asm
+
+    @property
+    def plan(self) -> str:
+        """The kernels and what each fuses, pass by pass over the batch."""
+        return self._need_compiled("plan").plan
+
+    @property
+    def loop_ir(self) -> str:
+        """The plan and every kernel in the shared loop IR."""
+        return self._need_compiled("loop_ir").loop_ir
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.inputs))
         return f"<symgrad.Function backend={self.backend!r} inputs=({names})>"
 
 
-def function(outputs: Outputs, backend: str = "numpy") -> Function:
-    """Bind ``outputs`` (one node or a list) to a backend; one node in, one array out.
+def function(outputs: Outputs, backend: str = "llvm") -> Function:
+    """Compile ``outputs`` (one node or a list) for a backend: ``"llvm"`` (the default,
+    vectorized multi-core CPU code), ``"numpy"`` (the reference interpreter).
 
     >>> f = sg.function(sg.mean((w * x - y) ** 2))
     >>> f(x=[1.0, 2.0], y=[2.0, 4.0])

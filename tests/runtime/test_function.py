@@ -45,9 +45,9 @@ def test_single_output_and_list_output():
     assert isinstance(many, tuple) and len(many) == 1
 
 
-def test_numpy_backend_is_the_default():
+def test_llvm_backend_is_the_default():
     f = sg.function(x * 3.0)
-    assert f.backend == "numpy"
+    assert f.backend == "llvm"
     np.testing.assert_array_equal(f(x=np.array([1.0], np.float32)), [3.0])
 
 

@@ -1,0 +1,369 @@
+"""The LLVM backend: a builder from loop IR to LLVM IR text (via ``llvmlite.ir``).
+
+Each kernel becomes ``void name(ptr bufs, ptr dims, i64 start, i64 stop)``: ``bufs`` holds
+one pointer per buffer of the program, ``dims`` the runtime sizes. Loops are counted loops
+on ``alloca``'d indices (promoted to registers by LLVM), accumulators of reduction loops add
+with the ``reassoc`` flag so LLVM vectorizes them (the order is fixed per compiled
+function, so results repeat run to run). How each operator is spelled lives in
+``LLVM_OPS`` below, keyed by the operator; transcendental functions come from
+``llvm_math`` (inline, vectorizable code: no libm call per element).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from llvmlite import ir
+
+from symgrad.codegen import loopir as L
+from symgrad.codegen.llvm_math import MATH_EMITTERS
+from symgrad.expr import ops_elementwise as E
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+PTR = ir.PointerType()
+REASSOC = ("reassoc", "contract")
+
+_TYPES = {np.dtype("float32"): F32, np.dtype("float64"): F64, np.dtype("int32"): I32,
+          np.dtype("int64"): I64, np.dtype("bool"): I1}
+_STORAGE = {**_TYPES, np.dtype("bool"): I8}  # bools are bytes in memory
+
+
+def ltype(dt: np.dtype) -> ir.Type:
+    return _TYPES[np.dtype(dt)]
+
+
+def is_float(t: ir.Type) -> bool:
+    return isinstance(t, (ir.FloatType, ir.DoubleType))
+
+
+def _const(t: ir.Type, v) -> ir.Constant:
+    if is_float(t):
+        return ir.Constant(t, float(v))
+    return ir.Constant(t, int(bool(v)) if t == I1 else int(v))
+
+
+def _intrinsic(b: ir.IRBuilder, name: str, args: list, t: ir.Type) -> ir.Value:
+    fn = b.module.declare_intrinsic(name, [t])
+    return b.call(fn, args)
+
+
+def _isnan(b, x):
+    return b.fcmp_unordered("uno", x, x)
+
+
+def _cast(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
+    t = x.type
+    if t == to:
+        return x
+    if is_float(t) and is_float(to):
+        return b.fpext(x, to) if isinstance(to, ir.DoubleType) else b.fptrunc(x, to)
+    if is_float(t):
+        if to == I1:
+            return b.fcmp_unordered("!=", x, _const(t, 0))  # NaN is truthy, as in NumPy
+        return b.fptosi(x, to)
+    if is_float(to):
+        return b.uitofp(x, to) if t == I1 else b.sitofp(x, to)
+    if to == I1:
+        return b.icmp_signed("!=", x, _const(t, 0))
+    if to.width > t.width:
+        return b.zext(x, to) if t == I1 else b.sext(x, to)
+    return b.trunc(x, to)
+
+
+def _arith(fop: str, iop: str) -> Callable:
+    def emit(b, args, t, arg):
+        x, y = args
+        return getattr(b, fop)(x, y) if is_float(t) else getattr(b, iop)(x, y)
+    return emit
+
+
+def _compare(fcmp: str, icmp: str, unordered: bool = False) -> Callable:
+    def emit(b, args, t, arg):
+        x, y = args
+        if is_float(x.type):
+            return (b.fcmp_unordered if unordered else b.fcmp_ordered)(fcmp, x, y)
+        return b.icmp_signed(icmp, x, y)
+    return emit
+
+
+def _extreme(greater: bool) -> Callable:
+    """NumPy's maximum/minimum: NaN wins."""
+    def emit(b, args, t, arg):
+        x, y = args
+        if is_float(t):
+            pick = b.fcmp_ordered(">" if greater else "<", x, y)
+            pick = b.or_(pick, _isnan(b, x))
+        else:
+            pick = b.icmp_signed(">" if greater else "<", x, y)
+        return b.select(pick, x, y)
+    return emit
+
+
+def _power(b, args, t, arg):
+    x, y = args
+    if is_float(t):
+        k = _small_integer(y)
+        if k is not None:  # x**2 is x*x: exact, and what NumPy computes too
+            out = x
+            for _ in range(abs(k) - 1):
+                out = b.fmul(out, x)
+            return b.fdiv(_const(t, 1), out) if k < 0 else out
+        return MATH_EMITTERS["pow"](b, x, y)
+    # integers: square-and-multiply over the 32 bits of the exponent, branch-free
+    result, base, e = _const(t, 1), x, y
+    for _ in range(32):
+        odd = b.icmp_signed("!=", b.and_(e, _const(t, 1)), _const(t, 0))
+        result = b.select(odd, b.mul(result, base), result)
+        base = b.mul(base, base)
+        e = b.ashr(e, _const(t, 1))
+    return result
+
+
+def _small_integer(y: ir.Value) -> int | None:
+    """The exponent when it is a constant integer from -4 to 4 (but not 0)."""
+    if isinstance(y, ir.Constant) and isinstance(y.constant, float) and \
+            y.constant.is_integer() and 0 < abs(y.constant) <= 4:
+        return int(y.constant)
+    return None
+
+
+def _math(name: str) -> Callable:
+    return lambda b, args, t, arg: MATH_EMITTERS[name](b, args[0])
+
+
+def _abs(b, args, t, arg):
+    (x,) = args
+    if is_float(t):
+        return _intrinsic(b, "llvm.fabs", [x], t)
+    return b.select(b.icmp_signed("<", x, _const(t, 0)), b.neg(x), x)
+
+
+def _sign(b, args, t, arg):
+    (x,) = args
+    zero = _const(t, 0)
+    if is_float(t):
+        pos, neg = b.fcmp_ordered(">", x, zero), b.fcmp_ordered("<", x, zero)
+    else:
+        pos, neg = b.icmp_signed(">", x, zero), b.icmp_signed("<", x, zero)
+    return b.select(pos, _const(t, 1), b.select(neg, _const(t, -1), x))  # 0 and NaN stay
+
+
+def _relu(b, args, t, arg):
+    return _extreme(True)(b, [args[0], _const(t, 0)], t, arg)
+
+
+def _leaky_relu(b, args, t, arg):
+    (x,) = args
+    return b.select(b.fcmp_ordered(">", x, _const(t, 0)), x, b.fmul(x, _const(t, arg)))
+
+
+def _elu(b, args, t, arg):
+    (x,) = args
+    neg = b.fmul(_const(t, arg), MATH_EMITTERS["expm1"](b, x))
+    return b.select(b.fcmp_ordered(">", x, _const(t, 0)), x, neg)
+
+
+def _negative(b, args, t, arg):
+    return b.fneg(args[0]) if is_float(t) else b.neg(args[0])
+
+
+def _where(b, args, t, arg):
+    c, x, y = args
+    return b.select(c, x, y)
+
+
+def _cast_op(b, args, t, arg):
+    return _cast(b, args[0], t)
+
+
+# How each elementwise operator is spelled in LLVM IR: one entry per operator.
+LLVM_OPS: dict = {
+    E.ADD: _arith("fadd", "add"), E.SUB: _arith("fsub", "sub"),
+    E.MUL: _arith("fmul", "mul"), E.DIV: _arith("fdiv", "sdiv"),
+    E.POW: _power, E.NEG: _negative,
+    E.MAXIMUM: _extreme(True), E.MINIMUM: _extreme(False),
+    E.LT: _compare("<", "<"), E.LE: _compare("<=", "<="), E.GT: _compare(">", ">"),
+    E.GE: _compare(">=", ">="), E.EQ: _compare("==", "=="),
+    E.NE: _compare("!=", "!=", unordered=True),
+    E.WHERE: _where, E.EXP: _math("exp"), E.LOG: _math("log"), E.LOG1P: _math("log1p"),
+    E.EXPM1: _math("expm1"),
+    E.SQRT: lambda b, args, t, arg: _intrinsic(b, "llvm.sqrt", [args[0]], t),
+    E.SIN: _math("sin"), E.COS: _math("cos"), E.TAN: _math("tan"), E.TANH: _math("tanh"),
+    E.ERF: _math("erf"), E.ABS: _abs, E.SIGN: _sign, E.SIGMOID: _math("sigmoid"),
+    E.RELU: _relu, E.SOFTPLUS: _math("softplus"), E.GELU: _math("gelu"),
+    E.LEAKY_RELU: _leaky_relu, E.ELU: _elu, E.CAST: _cast_op,
+}
+_BY_NAME = {op.name: emit for op, emit in LLVM_OPS.items()}
+
+
+class KernelBuilder:
+    """Builds one kernel's LLVM function into a module."""
+
+    def __init__(self, module: ir.Module, kernel: L.Kernel, buffer_index: dict[str, int],
+                 dim_index: dict[str, int]):
+        self.kernel = kernel
+        self.buffer_index, self.dim_index = buffer_index, dim_index
+        self.buffer_types = {b.name: b.dtype for b in kernel.buffers}
+        fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64])
+        self.fn = ir.Function(module, fnty, kernel.name)
+        self.fn.args[0].add_attribute("noalias")
+        self.fn.args[1].add_attribute("noalias")
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.ptrs: dict[str, ir.Value] = {}
+        self.dims: dict[str, ir.Value] = {}
+        self.scope: dict[str, ir.Value] = {"start": self.fn.args[2], "stop": self.fn.args[3]}
+        self.accs: dict[str, tuple] = {}
+
+    def build(self) -> None:
+        bufs, dims = self.fn.args[0], self.fn.args[1]
+        for name, k in self.buffer_index.items():
+            slot = self.b.gep(bufs, [_const(I64, k)], source_etype=PTR)
+            self.ptrs[name] = self.b.load(slot, typ=PTR)
+        for name, k in self.dim_index.items():
+            slot = self.b.gep(dims, [_const(I64, k)], source_etype=I64)
+            self.dims[name] = self.b.load(slot, typ=I64)
+        self.block(self.kernel.body, reduction=False)
+        self.b.ret_void()
+
+    # -- statements --------------------------------------------------------------------
+    def block(self, body: list, reduction: bool) -> None:
+        for s in body:
+            getattr(self, "_" + type(s).__name__.lower())(s, reduction)
+
+    def _loop(self, s: L.Loop, reduction: bool) -> None:
+        b = self.b
+        start, stop = self.value(s.start), self.value(s.stop)
+        with b.goto_block(self.entry):
+            b.position_at_start(self.entry)
+            slot = b.alloca(I64, name=s.index)
+        b.store(start, slot)
+        cond = self.fn.append_basic_block(s.index + ".cond")
+        body = self.fn.append_basic_block(s.index + ".body")
+        done = self.fn.append_basic_block(s.index + ".end")
+        b.branch(cond)
+        b.position_at_end(cond)
+        i = b.load(slot, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, stop), body, done)
+        b.position_at_end(body)
+        saved = self.scope.get(s.index)
+        self.scope[s.index] = b.load(slot, typ=I64)
+        self.block(s.body, reduction or s.reduction)
+        b.store(b.add(b.load(slot, typ=I64), _const(I64, 1)), slot)
+        b.branch(cond)
+        b.position_at_end(done)
+        if saved is None:
+            self.scope.pop(s.index, None)
+        else:
+            self.scope[s.index] = saved
+
+    def _let(self, s: L.Let, reduction: bool) -> None:
+        self.scope[s.name] = self.value(s.value)
+
+    def _store(self, s: L.Store, reduction: bool) -> None:
+        dt = self.buffer_types[s.buf]
+        v = self.value(s.value)
+        v = _cast(self.b, v, ltype(dt))
+        if dt == np.dtype("bool"):
+            v = self.b.zext(v, I8)
+        self.b.store(v, self._address(s.buf, s.offset, dt))
+
+    def _alloc(self, s: L.Alloc, reduction: bool) -> None:
+        size = self.value(s.size)  # a kernel's scratch buffers are allocated once, on entry
+        self.ptrs[s.buf] = self.b.alloca(_STORAGE[np.dtype(s.dtype)], size=size, name=s.buf)
+        self.buffer_types[s.buf] = np.dtype(s.dtype)
+
+    def _accinit(self, s: L.AccInit, reduction: bool) -> None:
+        t = ltype(s.dtype)
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            slot = self.b.alloca(t, name=s.name)
+            index_slot = self.b.alloca(I64, name=s.name + "_i") if s.kind == "argmax" else None
+        self.b.store(_cast(self.b, self.value(s.init), t), slot)
+        if index_slot is not None:
+            self.b.store(_const(I64, 0), index_slot)
+        self.accs[s.name] = (slot, t, index_slot)
+
+    def _acc(self, s: L.Acc, reduction: bool) -> None:
+        b = self.b
+        slot, t, index_slot = self.accs[s.name]
+        old = b.load(slot, typ=t)
+        x = _cast(b, self.value(s.value), t)
+        flags = REASSOC if reduction else ()
+        if s.kind == "sum":
+            new = b.fadd(old, x, flags=flags) if is_float(t) else b.add(old, x)
+        elif s.kind in ("max", "min"):
+            new = _extreme(s.kind == "max")(b, [x, old], t, None)
+        else:  # argmax: the first largest; the first NaN wins, as in NumPy
+            if is_float(t):
+                better = b.or_(b.fcmp_ordered(">", x, old),
+                               b.and_(_isnan(b, x), b.not_(_isnan(b, old))))
+            else:
+                better = b.icmp_signed(">", x, old)
+            new = b.select(better, x, old)
+            pos = b.select(better, self.value(s.index), b.load(index_slot, typ=I64))
+            b.store(pos, index_slot)
+        b.store(new, slot)
+
+    # -- expressions -------------------------------------------------------------------
+    def _address(self, buf: str, offset: L.Expr, dt: np.dtype) -> ir.Value:
+        return self.b.gep(self.ptrs[buf], [self.value(offset)], inbounds=True,
+                          source_etype=_STORAGE[np.dtype(dt)])
+
+    def value(self, e: L.Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, L.Const):
+            return _const(ltype(e.dtype), e.value)
+        if isinstance(e, L.Dim):
+            return self.dims[e.name]
+        if isinstance(e, L.Index):
+            return self.scope[e.name]
+        if isinstance(e, L.Local):
+            if e.name in self.scope:
+                return self.scope[e.name]
+            if e.name.endswith("_i") and e.name[:-2] in self.accs:
+                return b.load(self.accs[e.name[:-2]][2], typ=I64)
+            slot, t, _ = self.accs[e.name]
+            return b.load(slot, typ=t)
+        if isinstance(e, L.Load):
+            dt = self.buffer_types[e.buf]
+            v = b.load(self._address(e.buf, e.offset, dt), typ=_STORAGE[np.dtype(dt)])
+            return b.trunc(v, I1) if dt == np.dtype("bool") else v
+        if isinstance(e, L.IOp):
+            return self._iop(e)
+        if isinstance(e, L.Select):
+            return b.select(self.value(e.cond), _cast(b, self.value(e.a), ltype(e.dtype)),
+                            _cast(b, self.value(e.b), ltype(e.dtype)))
+        if isinstance(e, L.Op):
+            args = [self.value(a) for a in e.args]
+            emit = _BY_NAME.get(e.op)
+            if emit is None:
+                raise NotImplementedError(f"the llvm backend has no spelling for {e.op!r}")
+            return emit(b, args, ltype(e.dtype), e.arg)
+        raise TypeError(f"not a loop IR expression: {e!r}")
+
+    def _iop(self, e: L.IOp) -> ir.Value:
+        b = self.b
+        x, y = self.value(e.a), self.value(e.b)
+        if e.op == "and":
+            return b.and_(x, y)
+        x, y = _cast(b, x, I64), _cast(b, y, I64)
+        ops = {"+": b.add, "-": b.sub, "*": b.mul, "//": b.sdiv, "%": b.srem}
+        if e.op in ops:
+            return ops[e.op](x, y)
+        if e.op == "clamp":  # min(max(x, 0), y - 1): a safe index for a value not chosen
+            x = b.select(b.icmp_signed("<", x, _const(I64, 0)), _const(I64, 0), x)
+            top = b.sub(y, _const(I64, 1))
+            return b.select(b.icmp_signed(">", x, top), top, x)
+        return b.icmp_signed(e.op, x, y)
+
+
+def render_llvm(kernels: list[L.Kernel], buffer_index: dict[str, int],
+                dim_index: dict[str, int], name: str = "symgrad") -> str:
+    """LLVM IR text of a module holding every kernel."""
+    module = ir.Module(name=name)
+    for k in kernels:
+        KernelBuilder(module, k, buffer_index, dim_index).build()
+    return str(module)

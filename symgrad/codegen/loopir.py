@@ -1,0 +1,244 @@
+"""The loop IR shared by every backend: kernels of loop nests over scalar expressions.
+
+A kernel reads and writes flat buffers (row-major) and runtime sizes; its body is a list of
+statements: ``Loop`` (a counted loop over an index), ``Let`` (a named scalar), ``Store``
+(write a buffer element), ``Acc`` (update an accumulator with +, max, min or argmax) and
+``Alloc`` (a scratch buffer local to the kernel). Expressions are scalar: ``Load``, ``Op``
+(an operator of the graph's table, applied elementwise to scalars), ``Const``, ``Dim`` (a
+runtime size), index arithmetic (``IOp``) and ``Select``. Backends (LLVM, CUDA C) are
+builders/printers over this IR; ``str(kernel)`` prints it for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+# -- expressions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float | int | bool
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A runtime size (a symbolic dimension such as ``N``); int64."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Index:
+    """A loop index or other int64 variable."""
+    name: str
+
+
+@dataclass(frozen=True)
+class IOp:
+    """Integer index arithmetic and comparisons: ``+ - * // % < <= == and``, and
+    ``clamp`` (``min(max(a, 0), b - 1)``: a safe index for a value a select discards)."""
+    op: str
+    a: Expr
+    b: Expr
+
+
+@dataclass(frozen=True)
+class Load:
+    buf: str
+    offset: Expr  # flat element offset (int64)
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Op:
+    """Operator ``op`` (an ``OpDef`` name) on scalar arguments; ``arg`` as in the graph."""
+    op: str
+    args: tuple
+    dtype: np.dtype
+    arg: object = None
+
+
+@dataclass(frozen=True)
+class Select:
+    cond: Expr
+    a: Expr
+    b: Expr
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Local:
+    """The value of a ``Let`` or an accumulator."""
+    name: str
+    dtype: np.dtype
+
+
+Expr = Union[Const, Dim, Index, IOp, Load, Op, Select, Local]
+INT = np.dtype("int64")
+BOOL = np.dtype("bool")
+
+
+def int_expr(v: Expr | int) -> Expr:
+    return Const(v, INT) if isinstance(v, (int, np.integer)) else v
+
+
+def iadd(a, b) -> Expr:
+    a, b = int_expr(a), int_expr(b)
+    if isinstance(a, Const) and a.value == 0:
+        return b
+    if isinstance(b, Const) and b.value == 0:
+        return a
+    if isinstance(a, Const) and isinstance(b, Const):
+        return Const(a.value + b.value, INT)
+    return IOp("+", a, b)
+
+
+def imul(a, b) -> Expr:
+    a, b = int_expr(a), int_expr(b)
+    for x, y in ((a, b), (b, a)):
+        if isinstance(x, Const) and x.value == 1:
+            return y
+        if isinstance(x, Const) and x.value == 0:
+            return x
+    if isinstance(a, Const) and isinstance(b, Const):
+        return Const(a.value * b.value, INT)
+    return IOp("*", a, b)
+
+
+def size_expr(dim: int | str) -> Expr:
+    return Const(dim, INT) if isinstance(dim, int) else Dim(dim)
+
+
+def flat_offset(idx: tuple, shape: tuple) -> Expr:
+    """Row-major offset of ``idx`` in an array of ``shape`` (Horner form)."""
+    out: Expr = Const(0, INT)
+    for i, d in zip(idx, shape):
+        out = iadd(imul(out, size_expr(d)), i)
+    return out
+
+
+# -- statements ------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    index: str
+    start: Expr
+    stop: Expr
+    body: list
+    reduction: bool = False  # accumulates: the backend may reassociate
+
+
+@dataclass
+class Let:
+    name: str
+    value: Expr
+
+
+@dataclass
+class Store:
+    buf: str
+    offset: Expr
+    value: Expr
+
+
+@dataclass
+class AccInit:
+    name: str
+    dtype: np.dtype
+    init: Expr
+    kind: str = "sum"  # sum, max, min, argmax (then ``name`` holds the value, name_i the index)
+
+
+@dataclass
+class Acc:
+    name: str
+    kind: str
+    value: Expr
+    index: Expr | None = None  # argmax: the position of ``value``
+
+
+@dataclass
+class Alloc:
+    """A scratch buffer of ``size`` elements, private to one run of the kernel."""
+    buf: str
+    dtype: np.dtype
+    size: Expr
+
+
+Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc]
+
+
+@dataclass
+class Buffer:
+    name: str
+    dtype: np.dtype
+    role: str  # input, param, const, output, partial (per-thread accumulator), temp
+    shape: tuple = ()
+
+
+@dataclass
+class Kernel:
+    """One compiled function: ``name(buffers, dims, start, stop)``. A batch kernel runs its
+    outer loop over ``[start, stop)`` of the batch dimension, so threads split it."""
+    name: str
+    buffers: list[Buffer]
+    dims: list[str]
+    body: list
+    batch_dim: str | None = None
+    comment: str = ""
+    fuses: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"kernel {self.name}({', '.join(b.name for b in self.buffers)})"
+        if self.batch_dim:
+            head += f"  # loop over {self.batch_dim} in [start, stop)"
+        return "\n".join([head] + _fmt_block(self.body, 1))
+
+
+# -- printing --------------------------------------------------------------------------
+
+
+def fmt_expr(e: Expr) -> str:
+    if isinstance(e, Const):
+        return repr(e.value) if not isinstance(e.value, float) else f"{e.value:g}"
+    if isinstance(e, (Dim, Index, Local)):
+        return e.name
+    if isinstance(e, IOp):
+        return f"({fmt_expr(e.a)} {e.op} {fmt_expr(e.b)})"
+    if isinstance(e, Load):
+        return f"{e.buf}[{fmt_expr(e.offset)}]"
+    if isinstance(e, Op):
+        extra = [] if e.arg is None else [repr(e.arg)]
+        return f"{e.op}({', '.join([fmt_expr(a) for a in e.args] + extra)})"
+    if isinstance(e, Select):
+        return f"({fmt_expr(e.cond)} ? {fmt_expr(e.a)} : {fmt_expr(e.b)})"
+    raise TypeError(f"not a loop IR expression: {e!r}")
+
+
+def _fmt_block(body: list, depth: int) -> list[str]:
+    pad = "  " * depth
+    out: list[str] = []
+    for s in body:
+        if isinstance(s, Loop):
+            tag = "  # reduction" if s.reduction else ""
+            out.append(f"{pad}for {s.index} in {fmt_expr(s.start)}..{fmt_expr(s.stop)}:{tag}")
+            out += _fmt_block(s.body, depth + 1)
+        elif isinstance(s, Let):
+            out.append(f"{pad}{s.name} = {fmt_expr(s.value)}")
+        elif isinstance(s, Store):
+            out.append(f"{pad}{s.buf}[{fmt_expr(s.offset)}] = {fmt_expr(s.value)}")
+        elif isinstance(s, AccInit):
+            out.append(f"{pad}{s.name} = {fmt_expr(s.init)}  # {s.kind} accumulator")
+        elif isinstance(s, Acc):
+            sym = {"sum": "+=", "max": "max=", "min": "min=", "argmax": "argmax="}[s.kind]
+            out.append(f"{pad}{s.name} {sym} {fmt_expr(s.value)}")
+        elif isinstance(s, Alloc):
+            out.append(f"{pad}{s.buf} = scratch {s.dtype}[{fmt_expr(s.size)}]")
+        else:
+            raise TypeError(f"not a loop IR statement: {s!r}")
+    return out

@@ -1,0 +1,170 @@
+"""Scheduling: which nodes get a buffer, and in which pass over the data each is computed.
+
+The batch dimension (the symbolic size the inputs share, ``N``) is the outer loop of a
+*pass*; inside it every value with that dimension is computed one sample at a time into
+small scratch buffers, and reductions over the batch accumulate (per thread) without ever
+writing an array of length N. Values without the batch dimension are computed *between*
+passes (parameters-only work before, finished reductions after). A pass is split in two
+only when a value reduced over the batch is needed per sample again (a normalization), or
+an operator needs a whole batched array at once; then the batched value is stored whole
+and the plan says so. Elementwise and shape operators are inlined into their consumers
+(recomputed, never stored) unless several consumers share them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from symgrad.expr import functions as F
+from symgrad.expr import ops_tensor as T
+from symgrad.expr import tensors
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.node import CONTRACT, LEAF, REDUCE, Expr, toposort
+from symgrad.expr.shapes import fmt
+
+LEAVES = (INPUT, PARAM, CONST, SIZE)
+REDUCTIONS = (T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX, T.LOGSUMEXP, T.MATMUL)
+BATCH_ACCUMULATORS = (T.SUM, T.MEAN, T.MAX, T.MIN)  # + matmul contracting the batch axis
+
+
+def decompose(outputs: list[Expr]) -> list[Expr]:
+    """Rewrite softmax/log_softmax as ``exp(x - logsumexp)`` / ``x - logsumexp`` so that
+    every remaining non-elementwise operator is a plain reduction or a shape map."""
+    memo: dict[Expr, Expr] = {}
+    for n in toposort(outputs):
+        srcs = tuple(memo[s] for s in n.srcs)
+        if n.op in (T.SOFTMAX, T.LOG_SOFTMAX):
+            x = srcs[0]
+            shifted = x - tensors.logsumexp(x, n.arg, keepdims=True)
+            memo[n] = F.exp(shifted) if n.op is T.SOFTMAX else shifted
+        else:
+            memo[n] = n if srcs == n.srcs else Expr(n.op, srcs, n.arg)
+    return [memo[o] for o in outputs]
+
+
+def choose_batch_dim(nodes: list[Expr]) -> str | None:
+    """The symbolic dimension most inputs share (the batch), or ``None``."""
+    counts = Counter(d for n in nodes if n.op is INPUT for d in set(n.shape)
+                     if isinstance(d, str))
+    if not counts:
+        return None
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def is_batch_accumulator(n: Expr, batch: str | None) -> bool:
+    """A reduction that sums (max, min) the batch axis of a batched value away."""
+    if batch is None or batch in n.shape:
+        return False
+    if n.op is T.MATMUL:
+        a, b = n.srcs
+        return a.shape[-1] == batch and batch not in n.shape and a.ndim <= 2 and b.ndim <= 2
+    return n.op in BATCH_ACCUMULATORS and batch in n.srcs[0].shape
+
+
+@dataclass
+class Plan:
+    """The schedule: ``stages[s]`` lists the nodes computed at stage ``s`` (even: between
+    passes, odd: inside a pass over the batch)."""
+    outputs: list[Expr]
+    batch: str | None
+    stage: dict[Expr, int]
+    materialized: set[Expr]
+    stored_whole: set[Expr]
+    accumulators: set[Expr]
+    order: list[Expr]
+    names: dict[Expr, str] = field(default_factory=dict)
+
+    def stages(self) -> list[tuple[int, list[Expr]]]:
+        by: dict[int, list[Expr]] = {}
+        for n in self.order:
+            if n in self.materialized:  # an accumulator runs in the pass before its stage
+                s = self.stage[n] - 1 if n in self.accumulators else self.stage[n]
+                by.setdefault(s, []).append(n)
+        return sorted(by.items())
+
+    @property
+    def passes(self) -> int:
+        """How many passes over the batch the computation makes."""
+        return len({s for s, _ in self.stages() if s % 2 == 1})
+
+
+def schedule(outputs: list[Expr]) -> Plan:
+    nodes = toposort(outputs)
+    batch = choose_batch_dim(nodes)
+    users: Counter = Counter()
+    for n in nodes:
+        for s in set(n.srcs):
+            users[s] += 1
+    out_set = set(outputs)
+
+    materialized: set[Expr] = set()
+    for n in nodes:
+        if n.op in LEAVES:
+            continue
+        if n in out_set or n.op in REDUCTIONS or n.op.kind in (REDUCE, CONTRACT):
+            materialized.add(n)
+        elif users[n] > 1 and not _cheap(n):
+            materialized.add(n)
+
+    stage: dict[Expr, int] = {}
+    stored_whole: set[Expr] = set()
+    accumulators: set[Expr] = set()
+    for n in nodes:
+        if n.op in LEAVES or n.op.kind == LEAF:
+            stage[n] = 0
+            continue
+        batched = batch is not None and batch in n.shape
+        base = max((stage[s] for s in n.srcs), default=0)
+        if batched:
+            stage[n] = base if base % 2 == 1 else base + 1
+        elif is_batch_accumulator(n, batch):
+            accumulators.add(n)
+            src_stage = max(stage[s] for s in n.srcs)
+            src_stage = src_stage if src_stage % 2 == 1 else src_stage + 1
+            stage[n] = src_stage + 1
+        else:
+            for s in n.srcs:  # a whole batched array feeds an unbatched value
+                if batch is not None and batch in s.shape:
+                    _store_whole(s, stored_whole, materialized)
+                    base = max(base, stage[s] + 1)
+            stage[n] = base if base % 2 == 0 else base + 1
+    for n in nodes:  # a batched value read by a later stage must be stored whole
+        for s in n.srcs:
+            if (batch is not None and batch in s.shape and s.op not in LEAVES
+                    and stage[n] != stage[s]
+                    and not (n in accumulators and stage[n] == stage[s] + 1)):
+                _store_whole(s, stored_whole, materialized)
+    return Plan(outputs, batch, stage, materialized, stored_whole, accumulators, nodes)
+
+
+def _store_whole(n: Expr, stored: set[Expr], materialized: set[Expr]) -> None:
+    stored.add(n)
+    materialized.add(n)
+
+
+def _cheap(n: Expr) -> bool:
+    """Shape maps of leaves and casts are loads, not worth a buffer."""
+    return n.op.kind != LEAF and all(s.op.kind == LEAF for s in n.srcs) and (
+        n.op.kind == "shape" or n.op.name in ("cast", "negative"))
+
+
+def describe(plan: Plan, names: dict[Expr, str]) -> str:
+    """The plan as text: what each stage computes, fuses, reads and writes."""
+    lines = []
+    passes = plan.passes
+    head = (f"{passes} pass{'es' if passes != 1 else ''} over {plan.batch}" if plan.batch
+            else "no batch dimension")
+    lines.append(f"plan: {head}; {len(plan.materialized)} computed values")
+    for s, members in plan.stages():
+        if s % 2:
+            lines.append(f"  pass {s // 2 + 1}: loop over {plan.batch}, one sample at a time")
+        else:
+            lines.append(f"  {'before the data' if s == 0 else 'after pass ' + str(s // 2)}:")
+        for n in members:
+            what = ("accumulates over " + plan.batch) if n in plan.accumulators else (
+                "per sample" if s % 2 else "whole")
+            extra = "  [stored whole: needed by a later stage]" if n in plan.stored_whole else ""
+            lines.append(f"    {names.get(n, n.op.name)}: {n.op.name} {n.dtype} {fmt(n.shape)}"
+                         f" ({what}){extra}")
+    return "\n".join(lines)
