@@ -206,27 +206,45 @@ class KernelBuilder:
         self.kernel = kernel
         self.buffer_index, self.dim_index = buffer_index, dim_index
         self.buffer_types = {b.name: b.dtype for b in kernel.buffers}
-        fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64])
-        self.fn = ir.Function(module, fnty, kernel.name)
-        self.fn.args[0].add_attribute("noalias")
-        self.fn.args[1].add_attribute("noalias")
+        self.module = module
+        # The body takes each buffer as its own noalias argument (distinct arrays: what
+        # lets LLVM vectorize loads and stores without runtime checks); the entry point
+        # unpacks the pointer table and calls it (inlined by the optimizer).
+        names = list(buffer_index)
+        body_ty = ir.FunctionType(ir.VoidType(), [PTR] * len(names) + [PTR, I64, I64])
+        self.fn = ir.Function(module, body_ty, kernel.name + ".body")
+        self.fn.linkage = "internal"
+        self.fn.attributes.add("alwaysinline")
+        for arg in self.fn.args[:len(names) + 1]:
+            arg.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
-        self.ptrs: dict[str, ir.Value] = {}
+        self.ptrs: dict[str, ir.Value] = dict(zip(names, self.fn.args))
         self.dims: dict[str, ir.Value] = {}
-        self.scope: dict[str, ir.Value] = {"start": self.fn.args[2], "stop": self.fn.args[3]}
+        nb = len(names)
+        self.scope: dict[str, ir.Value] = {"start": self.fn.args[nb + 1],
+                                           "stop": self.fn.args[nb + 2]}
         self.accs: dict[str, tuple] = {}
 
     def build(self) -> None:
-        bufs, dims = self.fn.args[0], self.fn.args[1]
-        for name, k in self.buffer_index.items():
-            slot = self.b.gep(bufs, [_const(I64, k)], source_etype=PTR)
-            self.ptrs[name] = self.b.load(slot, typ=PTR)
+        self._entry_point()
+        dims = self.fn.args[len(self.buffer_index)]
         for name, k in self.dim_index.items():
             slot = self.b.gep(dims, [_const(I64, k)], source_etype=I64)
             self.dims[name] = self.b.load(slot, typ=I64)
         self.block(self.kernel.body, reduction=False)
         self.b.ret_void()
+
+    def _entry_point(self) -> None:
+        """``void name(ptr bufs, ptr dims, i64 start, i64 stop)``: the C-callable wrapper."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64]),
+                         self.kernel.name)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        bufs, dims, start, stop = fn.args
+        ptrs = [b.load(b.gep(bufs, [_const(I64, k)], source_etype=PTR), typ=PTR)
+                for k in self.buffer_index.values()]
+        b.call(self.fn, ptrs + [dims, start, stop])
+        b.ret_void()
 
     # -- statements --------------------------------------------------------------------
     def block(self, body: list, reduction: bool) -> None:

@@ -38,6 +38,7 @@ class Accumulator:
     target: str  # where the combined value goes
     kind: str  # sum, max, min
     mean_of: tuple | None = None  # dims whose product divides the sum, for a mean
+    transposed: bool = False  # the partial holds the transpose of the value
 
 
 @dataclass
@@ -146,8 +147,9 @@ class _Lowerer:
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
         batch = self.plan.batch
-        self.scratch, self.locals = {}, {}
+        self.scratch, self.locals, self.transposed = {}, {}, {}
         prologue: list = []
+        self.pass_prologue = prologue
         inner: list = []
         epilogue: list = []
         accs: list[Accumulator] = []
@@ -329,10 +331,29 @@ class _Lowerer:
         a_idx, b_idx = self._matmul_operands(n, idx, L.Index(k))
         acc = self.names.fresh("acc")
         body.append(L.AccInit(acc, n.dtype, L.Const(0, n.dtype), "sum"))
-        prod = L.Op("multiply", (self.expr(a, a_idx), self.expr(b, b_idx)), n.dtype)
+        right = self.expr(b, b_idx)
+        if self.stage % 2 and b.ndim == 2 and all(isinstance(d, int) for d in b.shape):
+            # per sample, x @ W walks down W's columns: read a transposed copy instead, made
+            # once per call, so the dot product runs along contiguous memory on both sides
+            rows, cols = b.shape
+            right = L.Load(self._transposed(b), L.iadd(L.imul(b_idx[1], rows), b_idx[0]),
+                           b.dtype)
+        prod = L.Op("multiply", (self.expr(a, a_idx), right), n.dtype)
         body.append(L.Loop(k, L.Const(0, L.INT), L.size_expr(a.shape[-1]),
                            [L.Acc(acc, "sum", prod)], reduction=True))
         return L.Local(acc, n.dtype)
+
+    def _transposed(self, b: Expr) -> str:
+        """A scratch copy of matrix ``b`` transposed, filled before the pass's loop."""
+        if b not in self.transposed:
+            name = self.names.fresh("T")
+            rows, cols = b.shape
+            self.pass_prologue.append(L.Alloc(name, b.dtype, L.Const(rows * cols, L.INT)))
+            (r, c), loops = self._loops(b.shape)
+            self.pass_prologue += self._nest(loops, [L.Store(
+                name, L.iadd(L.imul(c, rows), r), self.expr(b, (r, c)))])
+            self.transposed[b] = name
+        return self.transposed[b]
 
     # -- accumulating over the batch ---------------------------------------------------
     def _accumulator(self, n: Expr, prologue: list, inner: list, epilogue: list) -> Accumulator:
@@ -340,11 +361,18 @@ class _Lowerer:
         self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", n.shape)
         kind = {T.MAX: "max", T.MIN: "min"}.get(n.op, "sum")
         mean_of = None
+        transposed = False
         if n.op is T.MATMUL:
             a, b = n.srcs
             out_idx, loops = self._loops(n.shape)
             a_idx, b_idx = self._matmul_operands(n, out_idx, L.Index("n"))
             value = L.Op("multiply", (self.expr(a, a_idx), self.expr(b, b_idx)), n.dtype)
+            if n.ndim == 2:
+                # sum over samples of outer products, A.T @ D: the partial is kept
+                # transposed so the inner loop runs over A's row, contiguous in memory
+                transposed = True
+                loops = loops[::-1]
+                self.buffers[partial].shape = n.shape[::-1]
         else:
             (x,) = n.srcs
             axes, keep = n.arg
@@ -358,7 +386,8 @@ class _Lowerer:
                 value = L.Op("cast", (value,), n.dtype, n.dtype)
             if n.op is T.MEAN:
                 mean_of = tuple(x.shape[a] for a in axes)
-        offset = L.flat_offset(out_idx, n.shape)
+        offset = L.flat_offset(out_idx[::-1], n.shape[::-1]) if transposed else \
+            L.flat_offset(out_idx, n.shape)
         if not loops and n.ndim == 0 or all(isinstance(o, L.Const) for o in out_idx) and \
                 not loops:
             # a scalar: a register across the whole pass, stored once at the end
@@ -371,7 +400,7 @@ class _Lowerer:
             combined = L.Op({"sum": "add", "max": "maximum", "min": "minimum"}[kind],
                             (old, value), n.dtype)
             inner += self._nest(loops, [L.Store(partial, offset, combined)])
-        return Accumulator(n, partial, self.node_buffer[n], kind, mean_of)
+        return Accumulator(n, partial, self.node_buffer[n], kind, mean_of, transposed)
 
     # -- inlined values ----------------------------------------------------------------
     def expr(self, n: Expr, idx: tuple, top: bool = False) -> L.Expr:

@@ -18,8 +18,11 @@ import numpy as np
 
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.lower import Program, lower
-from symgrad.expr.evaluate import Outputs, as_outputs, check_feeds, graph_inputs
+from symgrad.expr import ops_tensor as T
+from symgrad.expr.evaluate import Outputs, as_outputs, check_feeds, graph_inputs, run_graph
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.node import toposort
+from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.shapes import size_of
 from symgrad.runtime import jit
 from symgrad.runtime.threads import get_num_threads
@@ -49,6 +52,7 @@ class LLVMFunction:
         self.library = jit.get_or_compile(key, lambda: self.source, names)
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
+        self._guards = _size_guards(self.outputs)
 
     @property
     def plan(self) -> str:
@@ -77,6 +81,10 @@ class LLVMFunction:
         if missing:
             raise ValueError(f"no input binds the dimension{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(missing)}")
+        if any(_fails(g, sizes) for g in self._guards):
+            # an index past a symbolic axis or a max over zero samples: the reference raises
+            # NumPy's own error (compiled code would read out of bounds or return -inf)
+            return run_graph(self.outputs, arrays, sizes)
         bufs: dict[str, np.ndarray] = {}
         node_of = {name: n for n, name in prog.node_buffer.items()}
         for name, spec in prog.buffers.items():
@@ -112,7 +120,8 @@ class LLVMFunction:
         for _ in range(threads):
             mine = dict(bufs)
             for acc in accs:
-                shape = tuple(sizes[d] if isinstance(d, str) else d for d in acc.node.shape)
+                shape = tuple(sizes[d] if isinstance(d, str) else d for d in
+                              prog.buffers[acc.partial].shape)
                 mine[acc.partial] = np.full(shape, _IDENTITY[acc.kind], acc.node.dtype)
             per_thread.append(mine)
         calls = [(self._pointers(m), lo, hi) for m, lo, hi in
@@ -132,8 +141,11 @@ class LLVMFunction:
                 part = m[acc.partial]
                 total = (total + part if acc.kind == "sum" else np.maximum(total, part)
                          if acc.kind == "max" else np.minimum(total, part))
-            if acc.mean_of is not None:
-                total = total / np.asarray(size_of(acc.mean_of, sizes), acc.node.dtype)
+            if acc.transposed:
+                total = total.T
+            if acc.mean_of is not None:  # 0/0 is nan, as in the reference, without a warning
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    total = total / np.asarray(size_of(acc.mean_of, sizes), acc.node.dtype)
             bufs[acc.target][...] = total
 
     def _result(self, o, bufs, arrays, sizes) -> np.ndarray:
@@ -146,3 +158,32 @@ class LLVMFunction:
         if o.op is SIZE:
             return np.asarray(size_of(o.arg[0], sizes), o.dtype)
         return bufs[self.program.node_buffer[o]]
+
+
+def _size_guards(outputs: list) -> list[tuple]:
+    """What the NumPy reference checks while it runs and compiled code does not: an int index
+    on a symbolic axis (``x[-1]``) and a max/min/argmax over axes with a symbolic length."""
+    guards: list[tuple] = []
+    for n in toposort(list(outputs)):
+        if n.op is INDEX or n.op is SCATTER:
+            key, shape = (n.arg, n.srcs[0].shape) if n.op is INDEX else n.arg
+            axis = 0
+            for e in key:
+                if e[0] != "new":
+                    if e[0] == "int" and isinstance(shape[axis], str):
+                        guards.append(("index", e[1], shape[axis]))
+                    axis += 1
+        elif n.op in (T.MAX, T.MIN, T.ARGMAX):
+            x = n.srcs[0]
+            axes = range(x.ndim) if n.arg[0] is None else n.arg[0]
+            dims = tuple(x.shape[a] for a in axes)
+            if any(isinstance(d, str) for d in dims):
+                guards.append(("empty", dims))
+    return guards
+
+
+def _fails(guard: tuple, sizes: dict) -> bool:
+    if guard[0] == "index":
+        _, k, dim = guard
+        return not -sizes[dim] <= k < sizes[dim]
+    return size_of(guard[1], sizes) == 0
