@@ -29,21 +29,32 @@ degrees chosen so that its error is well below half an ulp of the result):
   first step, ~1 ulp of the reduced argument even next to a multiple of ``pi/2``), then odd/even
   polynomials on ``[-pi/4, pi/4]``; float32 inputs are computed in double precision (as glibc's
   ``sinf`` does) and rounded once at the end.
-- ``erf``: ``x*P(x^2)`` for ``|x| < 1``; beyond, ``erfc(a) = exp(-a^2)*(1-y)*W(y)`` with
-  ``y = (a-K)/(a+K)`` (a Shepherd-Laframboise style variable that maps ``[1, inf)`` to a bounded
-  interval where ``W`` is smooth), ``a^2`` carried as an exact hi/lo pair into ``exp``.
-- ``gelu = x*Phi(x)`` uses the same pieces and the erfc tail for negative ``x``, so it keeps full
-  relative accuracy where ``1 + erf(x/sqrt2)`` would cancel.
+- ``erf``: ``x + x*(P(x^2) - 1)`` for ``|x| < 1``; beyond, ``erfc(a) = exp(-a^2)*(1-y)*W(y)``
+  with ``y = (a-K)/(a+K)`` (a Shepherd-Laframboise style variable that maps ``[1/2, inf)`` to a
+  bounded interval where ``W`` is smooth), ``a^2`` carried as an exact hi/lo pair into ``exp``.
+- ``gelu = x*Phi(x)``: the erf polynomial rescaled to take ``x`` itself near 0, the erfc tail
+  for ``x < -1/sqrt2`` (so it keeps full relative accuracy where ``1 + erf(x/sqrt2)`` cancels)
+  and for ``x > sqrt2``.
 - ``power``: ``exp(y*log|x|)``, with ``log`` carried in double-double for float64 (so the result
-  keeps a few-ulp accuracy even when ``y*log|x|`` is near the overflow threshold), and in
-  double precision for float32; the C99/NumPy special cases are applied with selects.
+  keeps ~1 ulp even when ``y*log|x|`` is near the overflow threshold), and in double precision
+  for float32; the C99/NumPy special cases are applied with selects.
+
+Measured maximum error in ulps (random and edge points against long double / mpmath references,
+tests/codegen/test_llvm_math.py), float32 / float64: exp 0.93/0.93, expm1 1.4/1.8, log 0.74/0.76,
+log1p 0.76/0.75, tanh 2.1/2.2, sigmoid 1.9/1.7, softplus 1.4/1.5, sin 0.5/1.3, cos 0.5/1.4,
+tan 0.5/2.5, erf 1.7/2.0, gelu 2.9/2.7, power 0.5/1.1.
+
+Integer/float conversions use the ``x + 1.5*2^mant`` bit trick instead of ``fptosi``/``sitofp``,
+which are scalarized for 64-bit lanes without AVX-512DQ.
 
 What is not handled: ``sin``/``cos``/``tan`` of ``|x| > TRIG_MAX_ARG`` (2^40, about 1.1e12) return
 NaN (an exact Payne-Hanek reduction would be needed beyond that; NumPy returns a value).
-Results depend on IEEE semantics: do not put fast-math flags (``nnan``, ``ninf``, ``reassoc``) on
-these instructions or on the function that contains them, or the NaN/inf handling and the exact
-error-free transformations (TwoSum, Cody-Waite) may be optimized away.  ``llvm.fma`` is used only
-where exactness needs a fused operation; polynomials use ``llvm.fmuladd``.
+Results depend on IEEE semantics: the emitted instructions carry no fast-math flags, and none
+(``nnan``, ``ninf``, ``reassoc``, ``fast``) may be added to them or to the function holding them,
+or the NaN/inf handling and the error-free transformations (TwoSum, Cody-Waite) may be optimized
+away.  ``llvm.fma`` is used only where exactness needs a fused operation (the trigonometric
+reduction, exact squares, power's double-double log; a target without FMA would turn those into
+calls); polynomials use ``llvm.fmuladd``, which fuses only where the target can.
 """
 
 from __future__ import annotations
@@ -116,18 +127,20 @@ _ERF_P64 = (  # 7.3e-18
     -1.492471230311617e-05, 1.6447131582266812e-06, -1.6206313825552598e-07,
     1.371098062574706e-08, -7.779468815181768e-10,
 )
-# erfc(a) = exp(-a^2) * (1-y) * W(y), y = (a-K)/(a+K), a in [1, AMAX]
-_ERFC_W32 = (  # K = 2.5, a <= 10.5: 7.8e-10
-    0.21080637, -0.16093037, 0.090782836, -0.034250095, 0.005671949, 0.0016768642,
-    -0.00095980935, -7.983203e-05, 0.00012380541,
+# erfc(a) = exp(-a^2) * (1-y) * W(y), y = (a-K)/(a+K), a in [1/2, AMAX]; K*sqrt2 is exact, so
+# gelu can form y from x/sqrt2 without rounding x/sqrt2
+_ERFC_W32 = (  # K = 3.5/sqrt2, a <= 10.5: 1.8e-9
+    0.21269031, -0.16158909, 0.09012147, -0.033157367, 0.004972702, 0.001850002,
+    -0.00090437394, -0.00012560081, 0.00011636525, 1.5030604e-05,
 )
-_ERFC_W64 = (  # K = 3, a <= 27.5: 1.4e-17
-    0.17900115118138996, -0.14723240886164735, 0.09837139285068387, -0.051744543650082256,
-    0.019921293547855583, -0.004471205771281377, -0.00020206943675901953,
-    0.0005056770104092409, -9.138497145261614e-05, -4.612974039366151e-05,
-    1.792716922074974e-05, 5.066861840119901e-06, -2.9133758944780264e-06,
-    -7.926220424102669e-07, 4.666697985458718e-07, 1.6591126700860093e-07,
-    -7.872756008425414e-08, -3.237284757903059e-08, 1.558820502145874e-08,
+_ERFC_W64 = (  # K = 2*sqrt2, a <= 27.5: 1.8e-17
+    0.18882128260393788, -0.1519741604929731, 0.09678435018555434, -0.04663046448990406,
+    0.015099143722684592, -0.001885047242060525, -0.0008699230904882737,
+    0.00040770462072397385, 3.3336059106975445e-05, -5.777379085798922e-05,
+    -4.769115836261126e-07, 8.786473931217969e-06, 1.7840997864348404e-07,
+    -1.4810175968462295e-06, -1.5507536128764761e-07, 2.5728945386143126e-07,
+    6.342010489409868e-08, -4.0896309349953654e-08, -1.6199655812866638e-08,
+    4.643527726538331e-09, 1.881012754124071e-09,
 )
 
 
@@ -146,21 +159,21 @@ class _Prec:
     ln2_hi: float  # short: n*ln2_hi is exact for every n that occurs
     ln2_lo: float
     tanh_max: float  # tanh(x) rounds to 1 above
-    erfc_k: float
+    erfc_k_sqrt2: float  # the K of the erfc variable, times sqrt2 (exact)
     erfc_amax: float  # erfc(a)*exp(...) underflows beyond; also gelu's tail limit
     expm1_q: tuple
     log_t: tuple
-    sin_s: tuple
+    sin_s: tuple  # evaluated in double for both precisions
     cos_c: tuple
     erf_p: tuple
     erfc_w: tuple
 
 
 _P32 = _Prec(32, 23, 127, 0x3F3504F3, -104.0, 89.0, -18.0, 2.0**-25, 0.693359375,
-             -2.1219444005469057e-04, 10.0, 2.5, 10.5,
+             -2.1219444005469057e-04, 10.0, 3.5, 10.5,
              _EXPM1_Q32, _LOG_T32, _SIN_S32, _COS_C32, _ERF_P32, _ERFC_W32)
 _P64 = _Prec(64, 52, 1023, 0x3FE6A09E667F3BCD, -746.0, 710.0, -40.0, 2.0**-54,
-             0.6931471803691238, 1.9082149292705877e-10, 20.0, 3.0, 27.5,
+             0.6931471803691238, 1.9082149292705877e-10, 20.0, 4.0, 27.5,
              _EXPM1_Q64, _LOG_T64, _SIN_S64, _COS_C64, _ERF_P64, _ERFC_W64)
 
 
@@ -284,11 +297,20 @@ class _Em:
         e = self.add(self.sub(a, self.sub(s, bb)), self.sub(b, bb))
         return s, e
 
+    # Conversions between integral-valued floats and integers of the same width go through the
+    # bits of x + 1.5*2^mant (exact for |x| < 2^(mant-1)): fptosi/sitofp on 64-bit lanes need
+    # AVX-512DQ and are scalarized on AVX2, these are one vector add and one integer subtract.
     def to_int(self, x) -> ir.Value:
-        return self.b.fptosi(x, self.ity)
+        """The integer value of an integral-valued x, |x| < 2^(mant-1)."""
+        magic = 1.5 * 2.0**self.p.mant
+        t = self.b.bitcast(self.add(x, self.c(magic)), self.ity)
+        return self.b.sub(t, self.ic(_float_bits(magic, self.p.bits)))
 
     def to_float(self, n) -> ir.Value:
-        return self.b.sitofp(n, self.ty)
+        """The float value of an integer n, |n| < 2^(mant-1)."""
+        magic = 1.5 * 2.0**self.p.mant
+        t = self.b.add(n, self.ic(_float_bits(magic, self.p.bits)))
+        return self.sub(self.b.bitcast(t, self.ty), self.c(magic))
 
     def pow2i(self, n) -> ir.Value:
         """2.0**n for an integer vector n within the normal exponent range."""
@@ -441,11 +463,12 @@ def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """1/(1 + exp(-x)) as 1/(1+e) or e/(1+e) with e = exp(-|x|) <= 1: never overflows."""
+    """1/(1 + exp(-x)) as 1/(1+e) or e/(1+e) (one division) with e = exp(-|x|) <= 1: never
+    overflows."""
     em = _Em.of(b, x)
     e = _exp_finite(em, em.clamp(em.neg(em.fabs(x)), em.p.exp_lo, 0.0))
-    s = em.div(em.c(1.0), em.add(em.c(1.0), e))
-    y = em.sel(em.cmp(">=", x, em.c(0.0)), s, em.mul(e, s))
+    num = em.sel(em.cmp(">=", x, em.c(0.0)), em.c(1.0), e)
+    y = em.div(num, em.add(em.c(1.0), e))
     return em.sel(em.isnan(x), x, y)
 
 
@@ -494,9 +517,9 @@ def _trig_double(d: _Em, x, kind: str, sin_s, cos_c) -> ir.Value:
 def _trig(b: ir.IRBuilder, x: ir.Value, kind: str) -> ir.Value:
     em = _Em.of(b, x)
     if em.p.bits == 64:
-        return _trig_double(em, x, kind, _SIN_S64, _COS_C64)
+        return _trig_double(em, x, kind, em.p.sin_s, em.p.cos_c)
     d = em.double()
-    y = _trig_double(d, b.fpext(x, d.ty), kind, _SIN_S32, _COS_C32)
+    y = _trig_double(d, b.fpext(x, d.ty), kind, em.p.sin_s, em.p.cos_c)
     return b.fptrunc(y, em.ty)
 
 
@@ -517,25 +540,39 @@ def tan(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 # --------------------------------------------------------------------------- erf and gelu
 def _erf_small(em: _Em, x) -> ir.Value:
-    """erf(x) = x*P(x^2) for |x| <= 1 (odd, keeps -0)."""
-    return em.mul(x, em.horner(em.mul(x, x), em.p.erf_p))
+    """erf(x) = x + x*(P(x^2) - 1) for |x| <= 1: odd, keeps -0, and the last fused step adds a
+    correction of at most 0.16*x, so the polynomial's rounding errors shrink accordingly."""
+    p = em.p.erf_p
+    q = em.horner(em.mul(x, x), (p[0] - 1.0, *p[1:]))
+    return em.mad(x, q, x)
 
 
-def _erfc_tail(em: _Em, a, a2_hi, a2_lo, scale=None) -> ir.Value:
-    """erfc(a) * scale for a in [1, erfc_amax], given a^2 = a2_hi + a2_lo exactly.
+def _phi_small(em: _Em, x) -> ir.Value:
+    """x*Phi(x) = x*(1/2 + x*G(x^2)) for |x| <= sqrt2, where erf(x/sqrt2)/2 = x*G(x^2),
+    G(v) = P(v/2)/(2*sqrt2): the erf polynomial with rescaled coefficients, so x/sqrt2 is never
+    rounded (and gelu(-0) = -0)."""
+    g = tuple(c * 0.5**k * (0.5 * _INV_SQRT2) for k, c in enumerate(em.p.erf_p))
+    return em.mul(x, em.mad(x, em.horner(em.mul(x, x), g), em.c(0.5)))
 
-    erfc(a) = exp(-a^2) * (1 - y) * W(y), y = (a-K)/(a+K): y maps [1, inf) into [-0.5, 1) and
-    W = erfcx(a)*(a+K)/(2K) is smooth and bounded there.  1 - y = 2K/(a+K) comes from the same
-    reciprocal, so one division serves both.  The hi/lo square makes exp(-a^2) accurate to an ulp
-    even where a^2 is in the hundreds, and the factors are applied before exp's final scaling.
+
+def _erfc_tail(em: _Em, u, sqrt2_scaled: bool, a2_hi, a2_lo, scale=None) -> ir.Value:
+    """erfc(a) * scale for a in [1/2, erfc_amax], given a^2 = a2_hi + a2_lo exactly, and u = a
+    (erf) or u = a*sqrt2 (``sqrt2_scaled``: gelu, whose u = |x| is never divided by sqrt2).
+
+    erfc(a) = exp(-a^2) * (1 - y) * W(y), y = (a-K)/(a+K) = (u-Ks)/(u+Ks) (s = 1 or sqrt2):
+    y maps [1/2, inf) into (-1, 1) and W = erfcx(a)*(a+K)/(2K) is smooth and bounded there.
+    1 - y = 2Ks/(u+Ks) comes from the same reciprocal, so one division serves both.  The hi/lo
+    square makes exp(-a^2) accurate to an ulp even where a^2 is in the hundreds, and the other
+    factors are applied before exp's final scaling.
     """
-    k = em.p.erfc_k
-    dinv = em.div(em.c(1.0), em.add(a, em.c(k)))
-    y = em.mul(em.sub(a, em.c(k)), dinv)
-    w = em.mul(em.mul(em.c(2.0 * k), dinv), em.horner(y, em.p.erfc_w))
+    ks = em.p.erfc_k_sqrt2 if sqrt2_scaled else em.p.erfc_k_sqrt2 * _INV_SQRT2
+    dinv = em.div(em.c(1.0), em.add(u, em.c(ks)))
+    y = em.mul(em.sub(u, em.c(ks)), dinv)
+    w = em.mul(dinv, em.horner(y, tuple(2.0 * ks * c for c in em.p.erfc_w)))  # 2Ks folded in
     if scale is not None:
         w = em.mul(w, scale)
-    return _exp_finite(em, em.clamp(em.neg(a2_hi), em.p.exp_lo, 0.0), em.neg(a2_lo), w)
+    # a^2 <= erfc_amax^2 keeps exp's 2^n scaling within range (the result underflows to 0)
+    return _exp_finite(em, em.neg(a2_hi), em.neg(a2_lo), w)
 
 
 def _square_hi_lo(em: _Em, a) -> tuple[ir.Value, ir.Value]:
@@ -548,28 +585,34 @@ def erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     em = _Em.of(b, x)
     a = em.clamp(em.fabs(x), 1.0, em.p.erfc_amax)
     hi, lo = _square_hi_lo(em, a)
-    large = em.copysign(em.sub(em.c(1.0), _erfc_tail(em, a, hi, lo)), x)
+    large = em.copysign(em.sub(em.c(1.0), _erfc_tail(em, a, False, hi, lo)), x)
     y = em.sel(em.cmp("<", em.fabs(x), em.c(1.0)), _erf_small(em, x), large)
     return em.sel(em.isnan(x), x, y)
 
 
 def gelu(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Exact GELU x*Phi(x) = x/2*(1 + erf(x/sqrt2)); for x/sqrt2 <= -1 it is x/2*erfc(|x|/sqrt2)
-    with a^2 = x^2/2 taken from x exactly and x/2 folded in before exp's final scaling, so the
-    negative tail keeps full relative accuracy down to underflow (like x*scipy.special.ndtr(x),
-    unlike the formula).  As with the formula, gelu(-inf) is NaN."""
+    """Exact GELU x*Phi(x) = x/2*(1 + erf(x/sqrt2)).
+
+    For -1/sqrt2 < x < sqrt2, Phi = 1/2 + x*G(x^2) (no cancellation there); otherwise
+    Phi = 1 - erfc(|x|/sqrt2)/2 for x > 0 and x/2*erfc(|x|/sqrt2) for x < 0, with a^2 = x^2/2
+    taken from x exactly and x/2 folded in before exp's final scaling, so the negative tail keeps
+    full relative accuracy down to underflow (like x*scipy.special.ndtr(x), unlike the formula).
+    As with the formula, gelu(-inf) is NaN and gelu(x) = -0 for very negative finite x.
+    """
     em = _Em.of(b, x)
     half = em.c(0.5)
-    z = em.mul(x, em.c(_INV_SQRT2))
-    xa = em.clamp(em.fabs(x), 1.0, em.p.erfc_amax / _INV_SQRT2)
+    xmax = em.p.erfc_amax / _INV_SQRT2
+    xa = em.clamp(em.fabs(x), 0.5, xmax)
     h, hl = _square_hi_lo(em, xa)
     neg = em.cmp("<", x, em.c(0.0))
     # x < 0: the result x/2*erfc(a) itself; x > 0: erfc(a)/2, and x*(1 - erfc(a)/2)
-    t = _erfc_tail(em, em.mul(xa, em.c(_INV_SQRT2)), em.mul(half, h), em.mul(half, hl),
+    t = _erfc_tail(em, xa, True, em.mul(half, h), em.mul(half, hl),
                    em.sel(neg, em.mul(half, x), half))
-    large = em.sel(neg, t, em.mul(x, em.sub(em.c(1.0), t)))
-    small = em.mul(x, em.mad(half, _erf_small(em, z), half))
-    return em.sel(em.cmp("<", em.fabs(z), em.c(1.0)), small, large)
+    low = em.sel(em.cmp(">", x, em.c(-xmax)), t, em.mul(x, em.c(0.0)))  # -0, or NaN at -inf
+    large = em.sel(neg, low, em.mul(x, em.sub(em.c(1.0), t)))
+    small = _phi_small(em, x)
+    in_small = b.and_(em.cmp(">", x, em.c(-_INV_SQRT2)), em.cmp("<", x, em.c(1.0 / _INV_SQRT2)))
+    return em.sel(in_small, small, large)
 
 
 # --------------------------------------------------------------------------- power
@@ -619,8 +662,8 @@ def _pow_magnitude(em: _Em, ax, y, precise: bool) -> ir.Value:
         l_hi = em.sel(ok, l_hi, special)
         t = em.mul(y, l_hi)
         t_lo = em.add(em.fma(y, l_hi, em.neg(t)), em.mul(y, l_lo))
-        in_range = em.cmp("<", em.fabs(t), em.c(em.p.exp_hi))  # else exp saturates anyway
-        t_lo = em.sel(b.and_(ok, in_range), t_lo, em.c(0.0))
+        in_range = b.and_(em.cmp(">", t, em.c(em.p.exp_lo)), em.cmp("<", t, em.c(em.p.exp_hi)))
+        t_lo = em.sel(b.and_(ok, in_range), t_lo, em.c(0.0))  # else exp saturates anyway
     else:
         t = em.mul(y, em.sel(ok, _log_finite(em, ax), special))
         t_lo = None

@@ -19,8 +19,10 @@ from symgrad.expr.shapes import broadcast
 
 try:  # SciPy's erf is vectorized; math.erf is the exact fallback
     from scipy.special import erf as _np_erf
+    from scipy.special import erfc as _np_erfc
 except ImportError:  # pragma: no cover - scipy is a test dependency
     _np_erf = np.vectorize(math.erf, otypes=[np.float64])
+    _np_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def _same(srcs, arg):
@@ -54,7 +56,8 @@ def _softplus(x):
 
 
 def _gelu(x):
-    return (0.5 * x * (1 + _np_erf(x / np.sqrt(2.0)))).astype(x.dtype)
+    # x*Phi(x) = x*erfc(-x/sqrt2)/2: no cancellation in the negative tail
+    return (0.5 * x * _np_erfc(-x / np.sqrt(2.0))).astype(x.dtype)
 
 
 def _elu(alpha, x):
