@@ -140,6 +140,7 @@ class _Lowerer:
                         fuses=[self.labels.get(m, m.op.name) for m in members])
 
     def _between_kernel(self, stage: int, members: list[Expr]) -> L.Kernel:
+        self.scratch, self.locals = {}, {}  # the last pass's per-sample values are gone
         body: list = []
         for n in members:
             body += self._compute(n, per_sample=False)

@@ -126,7 +126,8 @@ def schedule(outputs: list[Expr]) -> Plan:
         else:
             for s in n.srcs:  # a whole batched array feeds an unbatched value
                 if batch is not None and batch in s.shape:
-                    _store_whole(s, stored_whole, materialized)
+                    if s.op not in LEAVES:  # an input is already whole in memory
+                        _store_whole(s, stored_whole, materialized)
                     base = max(base, stage[s] + 1)
             stage[n] = base if base % 2 == 0 else base + 1
     for n in nodes:  # a batched value read by a later stage must be stored whole

@@ -81,9 +81,10 @@ class LLVMFunction:
         if missing:
             raise ValueError(f"no input binds the dimension{'s' if len(missing) > 1 else ''} "
                              f"{', '.join(missing)}")
-        if any(_fails(g, sizes) for g in self._guards):
-            # an index past a symbolic axis or a max over zero samples: the reference raises
-            # NumPy's own error (compiled code would read out of bounds or return -inf)
+        if any(_fails(g, sizes, arrays) for g in self._guards):
+            # an index past a symbolic axis, a max over zero samples, a label out of range:
+            # the reference raises its own error (compiled code would read out of bounds,
+            # return -inf or a row of zeros)
             return run_graph(self.outputs, arrays, sizes)
         bufs: dict[str, np.ndarray] = {}
         node_of = {name: n for n, name in prog.node_buffer.items()}
@@ -162,7 +163,8 @@ class LLVMFunction:
 
 def _size_guards(outputs: list) -> list[tuple]:
     """What the NumPy reference checks while it runs and compiled code does not: an int index
-    on a symbolic axis (``x[-1]``) and a max/min/argmax over axes with a symbolic length."""
+    on a symbolic axis (``x[-1]``), a max/min/argmax over axes with a symbolic length, and
+    the range of one_hot labels fed as an input."""
     guards: list[tuple] = []
     for n in toposort(list(outputs)):
         if n.op is INDEX or n.op is SCATTER:
@@ -179,10 +181,15 @@ def _size_guards(outputs: list) -> list[tuple]:
             dims = tuple(x.shape[a] for a in axes)
             if any(isinstance(d, str) for d in dims):
                 guards.append(("empty", dims))
+        elif n.op is T.ONE_HOT and n.srcs[0].op is INPUT:
+            guards.append(("labels", n.srcs[0].name, n.arg[0]))
     return guards
 
 
-def _fails(guard: tuple, sizes: dict) -> bool:
+def _fails(guard: tuple, sizes: dict, arrays: dict) -> bool:
+    if guard[0] == "labels":
+        labels = arrays[guard[1]]
+        return bool(labels.size) and bool(labels.min() < 0 or labels.max() >= guard[2])
     if guard[0] == "index":
         _, k, dim = guard
         return not -sizes[dim] <= k < sizes[dim]

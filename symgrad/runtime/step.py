@@ -1,0 +1,136 @@
+"""Training steps: loss, gradients and the optimizer's update in one compiled call.
+
+``compile_step`` differentiates the loss symbolically, asks the optimizer for its update
+rule as formulas, and compiles the loss together with every new parameter and optimizer
+state value. Hyperparameters, the step count and the optimizer state are parameters of
+the compiled graph (read at call time), so changing ``step.optimizer.lr`` never
+recompiles. A call computes everything first and writes the new values into the
+parameters only once it has succeeded: a bad batch raises and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from symgrad.diff import grad, simplify
+from symgrad.expr.leaves import PARAM, param
+from symgrad.expr.node import Expr, toposort
+from symgrad.runtime.function import Function
+
+__all__ = ["Step", "compile_step"]
+
+
+def _params_of(loss: Expr) -> list[Expr]:
+    return [n for n in toposort([loss]) if n.op is PARAM]
+
+
+class Step:
+    """A compiled training step; ``step(**batch)`` returns the loss (before the update)
+    and updates the parameters in place.
+
+    >>> step = sg.compile_step(loss, sg.optim.SGD(lr=0.02))
+    >>> for _ in range(100):
+    ...     value = step(x1=a1, x2=a2, y=t)
+    """
+
+    def __init__(self, loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
+                 backend: str = "llvm"):
+        if not isinstance(loss, Expr) or loss.shape != ():
+            shape = getattr(loss, "shape", None)
+            raise ValueError(f"compile_step: the loss must be a scalar expression, got "
+                             f"{'shape ' + str(shape) if shape is not None else type(loss)}")
+        self.loss, self.optimizer, self.backend = loss, optimizer, backend
+        self.params = list(params) if params is not None else _params_of(loss)
+        for p in self.params:
+            if not isinstance(p, Expr) or p.op is not PARAM:
+                raise TypeError(f"compile_step: params must be symgrad parameters, got {p!r}")
+        if not self.params:
+            raise ValueError("compile_step: the loss depends on no parameter to train")
+        grads = grad(loss, self.params)
+        self.derivatives: dict[Expr, Expr] = dict(zip(self.params, grads))
+        # float64 scalars: Adam's 1 - 0.999 is already 1e-5 off in float32 (the optimizer
+        # casts where they meet the parameters' arrays)
+        self._hyper = {k: param(f"hyper_{k}", init=v, dtype="float64")
+                       for k, v in optimizer.hyper.items()}
+        self._count = param("step_count", init=0.0, dtype="float64")
+        self._state: dict[Expr, dict[str, Expr]] = {}
+        updates: list[tuple[Expr, Expr]] = []
+        t = self._count + 1
+        for p, g in self.derivatives.items():
+            state = {name: param(f"{p.name}_{name}", shape=p.shape, init=fill, dtype=p.dtype)
+                     for name, fill in optimizer.state_spec(p).items()}
+            self._state[p] = state
+            new_p, new_state = optimizer.update(p, g, state, self._hyper, t)
+            updates.append((p, new_p))
+            updates += [(state[k], v) for k, v in new_state.items()]
+        self._targets = [target for target, _ in updates]
+        outputs = simplify([loss] + [value for _, value in updates])
+        self._function = Function(outputs, backend)
+        self._loss_only: Function | None = None
+
+    # -- running -----------------------------------------------------------------------
+    def __call__(self, **batch: Any) -> float:
+        self._sync_hyper()
+        loss, *new_values = self._function(**batch)
+        for target, value in zip(self._targets, new_values):  # all computed: now commit
+            target.arg.value[...] = value
+        self._count.arg.value[...] += 1
+        return float(loss)
+
+    def evaluate(self, **batch: Any) -> float:
+        """The loss on ``batch`` without updating anything (e.g. a validation loss)."""
+        if self._loss_only is None:
+            self._loss_only = Function(self.loss, self.backend)
+        return float(self._loss_only(**batch))
+
+    def _sync_hyper(self) -> None:
+        for name, node in self._hyper.items():
+            node.arg.value[...] = self.optimizer.hyper[name]
+
+    def reset(self) -> None:
+        """Reset the optimizer state and the step count (the parameters stay)."""
+        for p, state in self._state.items():
+            for name, fill in self.optimizer.state_spec(p).items():
+                state[name].arg.value[...] = fill
+        self._count.arg.value[...] = 0
+
+    # -- inspection --------------------------------------------------------------------
+    @property
+    def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each parameter's optimizer state arrays, by parameter name."""
+        return {p.name: {k: v.value for k, v in s.items()} for p, s in self._state.items()}
+
+    @property
+    def step_count(self) -> int:
+        return int(self._count.value)
+
+    @property
+    def source(self) -> str:
+        return self._function.source
+
+    @property
+    def asm(self) -> str:
+        return self._function.asm
+
+    @property
+    def plan(self) -> str:
+        return self._function.plan
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.params)
+        return (f"<symgrad.Step {type(self.optimizer).__name__} params=({names}) "
+                f"backend={self.backend!r} steps={self.step_count}>")
+
+
+def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
+                 backend: str = "llvm") -> Step:
+    """Compile one training step of ``optimizer`` on ``loss``: every parameter the loss
+    depends on (or ``params``) is updated in place by each call.
+
+    >>> step = sg.compile_step(loss, sg.optim.Adam(lr=1e-3))
+    >>> value = step(X=images, labels=digits)
+    >>> step.optimizer.lr = 1e-4          # takes effect at the next call, no recompiling
+    """
+    return Step(loss, optimizer, params, backend)
