@@ -113,14 +113,20 @@ def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
     return arrays, sizes
 
 
-def check_dims_bound(nodes: Sequence[Expr], sizes: Mapping[str, int]) -> None:
-    """Every symbolic dimension the graph uses must be set by some input."""
-    used = set()
+def symbolic_dims(nodes: Sequence[Expr]) -> frozenset[str]:
+    """Every symbolic dimension the graph uses."""
+    used: set = set()
     for n in toposort(list(nodes)):
         used.update(n.shape)
         if n.op is SIZE:
             used.update(n.arg[0])
-    unbound = sorted(d for d in used if isinstance(d, str) and d not in sizes)
+    return frozenset(d for d in used if isinstance(d, str))
+
+
+def check_dims_bound(nodes: Sequence[Expr] | frozenset, sizes: Mapping[str, int]) -> None:
+    """Every symbolic dimension the graph uses (or the given set) must be set by an input."""
+    dims = nodes if isinstance(nodes, frozenset) else symbolic_dims(nodes)
+    unbound = sorted(d for d in dims if d not in sizes)
     if unbound:
         raise ValueError(f"no input sets the dimension{'s' if len(unbound) > 1 else ''} "
                          f"{', '.join(map(repr, unbound))}: feed an input whose shape has "

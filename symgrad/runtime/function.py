@@ -13,6 +13,7 @@ from symgrad.expr.evaluate import (
     check_feeds,
     graph_inputs,
     run_graph,
+    symbolic_dims,
 )
 
 BACKENDS = ("numpy", "llvm", "cuda")
@@ -37,6 +38,7 @@ class Function:
         self.backend = backend
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
+        self._dims = symbolic_dims(self.outputs)
         self._compiled = None
         if backend == "llvm":
             from symgrad.runtime.llvm_function import LLVMFunction
@@ -45,7 +47,7 @@ class Function:
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays, sizes = check_feeds(self.inputs, feeds)
-        check_dims_bound(self.outputs, sizes)
+        check_dims_bound(self._dims, sizes)
         if self._compiled is not None:
             results = self._compiled.run(arrays, sizes)
         else:
