@@ -10,7 +10,9 @@ in thread order, so a given thread count always gives the same result).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
+import inspect
 import threading
 from typing import Any
 
@@ -35,6 +37,17 @@ MIN_SAMPLES_PER_THREAD = 16384
 _IDENTITY = {"sum": 0, "max": -np.inf, "min": np.inf}
 
 
+@functools.lru_cache(maxsize=1)
+def _codegen_digest() -> str:
+    """A digest of the code that turns loop IR into LLVM IR (part of every cache key)."""
+    from symgrad.codegen import llvm, llvm_math, loopir
+
+    h = hashlib.sha256()
+    for module in (llvm, llvm_math, loopir):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
 class LLVMFunction:
     """Outputs compiled to machine code; call with feeds by input name."""
 
@@ -44,15 +57,25 @@ class LLVMFunction:
         self.program: Program = lower(self.outputs)
         self.buffer_names = list(self.program.buffers)
         self.dim_names = list(self.program.dims)
-        index = {n: i for i, n in enumerate(self.buffer_names)}
-        dims = {d: i for i, d in enumerate(self.dim_names)}
-        self.source = render_llvm(self.program.kernels, index, dims)
-        key = hashlib.sha256(self.source.encode()).hexdigest()
+        self._index = {n: i for i, n in enumerate(self.buffer_names)}
+        self._dim_index = {d: i for i, d in enumerate(self.dim_names)}
+        self._source: str | None = None
+        # The cache key is the loop IR itself (every field, dtypes included) and the code
+        # of the LLVM printer: a cached function skips rendering LLVM IR, not only LLVM.
+        key = hashlib.sha256((_codegen_digest() + repr(self.program.kernels) +
+                              repr(self._index) + repr(self._dim_index)).encode()).hexdigest()
         names = [k.name for k in self.program.kernels]
         self.library = jit.get_or_compile(key, lambda: self.source, names)
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
         self._guards = _size_guards(self.outputs)
+
+    @property
+    def source(self) -> str:
+        """The LLVM IR as generated (rendered on first use; a cached function skips it)."""
+        if self._source is None:
+            self._source = render_llvm(self.program.kernels, self._index, self._dim_index)
+        return self._source
 
     @property
     def plan(self) -> str:
