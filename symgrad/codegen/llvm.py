@@ -371,6 +371,8 @@ class KernelBuilder:
         ops = {"+": b.add, "-": b.sub, "*": b.mul, "//": b.sdiv, "%": b.srem}
         if e.op in ops:
             return ops[e.op](x, y)
+        if e.op == "min":
+            return b.select(b.icmp_signed("<", x, y), x, y)
         if e.op == "clamp":  # min(max(x, 0), y - 1): a safe index for a value not chosen
             x = b.select(b.icmp_signed("<", x, _const(I64, 0)), _const(I64, 0), x)
             top = b.sub(y, _const(I64, 1))

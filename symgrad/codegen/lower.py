@@ -31,6 +31,9 @@ LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
                T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS)
 
 
+BLOCK = 8  # samples per block for sums of outer products over the batch
+
+
 @dataclass
 class Accumulator:
     node: Expr
@@ -154,25 +157,83 @@ class _Lowerer:
         inner: list = []
         epilogue: list = []
         accs: list[Accumulator] = []
+        blocked: list = []  # sums of outer products over the batch, done a block at a time
         for n in members:
             if n in self.plan.accumulators:
-                acc = self._accumulator(n, prologue, inner, epilogue)
-                accs.append(acc)
+                if n.op is T.MATMUL and n.ndim == 2 and all(isinstance(d, int)
+                                                            for d in n.shape):
+                    accs.append(self._block_accumulator(n, prologue, inner, blocked))
+                else:
+                    accs.append(self._accumulator(n, prologue, inner, epilogue))
                 continue
-            sample_shape = self._sample_shape(n)
-            if sample_shape == () and n not in self.plan.stored_whole and n.op.kind == \
-                    ELEMENTWISE:
-                pass
-            if sample_shape and not all(isinstance(d, int) for d in sample_shape) or \
-                    sample_shape:
+            if self._sample_shape(n):
                 name = self.names.fresh("s")
-                prologue.append(L.Alloc(name, n.dtype, self._size(sample_shape)))
+                prologue.append(L.Alloc(name, n.dtype, self._size(self._sample_shape(n))))
                 self.scratch[n] = name
             inner += self._compute(n, per_sample=True)
-        loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner,
-                      reduction=any(a.kind in ("sum", "max", "min") for a in accs))
-        return self._kernel(f"pass{stage // 2 + 1}", prologue + [loop] + epilogue, batch,
-                            members), accs
+        reduction = any(a.kind in ("sum", "max", "min") for a in accs)
+        if not blocked:
+            loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
+            body = prologue + [loop] + epilogue
+        else:
+            body = prologue + [self._blocks(inner, blocked, reduction)] + epilogue
+        return self._kernel(f"pass{stage // 2 + 1}", body, batch, members), accs
+
+    def _blocks(self, inner: list, blocked: list, reduction: bool) -> L.Loop:
+        """The batch loop in blocks of ``BLOCK`` samples: per-sample work for each sample of
+        the block, then every blocked accumulator once for the whole block."""
+        start, stop = L.Index("start"), L.Index("stop")
+        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), BLOCK - 1), L.Const(BLOCK, L.INT))
+        n0 = L.iadd(start, L.imul(L.Index("blk"), BLOCK))
+        body: list = [L.Let("n0", n0),
+                      L.Let("nb", L.IOp("min", L.Const(BLOCK, L.INT),
+                                        L.IOp("-", stop, L.Index("n0"))))]
+        body.append(L.Loop("n", L.Index("n0"), L.iadd(L.Index("n0"), L.Index("nb")), inner,
+                           reduction))
+        for update in blocked:
+            body += update
+        return L.Loop("blk", L.Const(0, L.INT), count, body)
+
+    def _block_accumulator(self, n: Expr, prologue: list, inner: list,
+                           blocked: list) -> Accumulator:
+        """``A.T @ B`` summed over the batch: each sample's row of A and of B is copied into
+        a block buffer, and once per block ``partial[j, i] += sum_s A[s, i]*B[s, j]`` runs
+        with the sum over the block's samples unrolled: one load and store of the partial
+        per block instead of per sample, the inner loop over i contiguous."""
+        a, b = n.srcs
+        rows, cols = n.shape
+        partial = self.names.fresh("partial")
+        self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", (cols, rows))
+        a_blk, b_blk = self.names.fresh("A"), self.names.fresh("B")
+        prologue.append(L.Alloc(a_blk, n.dtype, L.Const(BLOCK * rows, L.INT)))
+        prologue.append(L.Alloc(b_blk, n.dtype, L.Const(BLOCK * cols, L.INT)))
+        s = L.IOp("-", L.Index("n"), L.Index("n0"))
+        (i,), loops_i = self._loops((rows,))
+        (j,), loops_j = self._loops((cols,))
+        a_idx, _ = self._matmul_operands(n, (i, j), L.Index("n"))
+        _, b_idx = self._matmul_operands(n, (i, j), L.Index("n"))
+        inner += self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(s, rows), i),
+                                              self.expr(a, a_idx))])
+        inner += self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(s, cols), j),
+                                              self.expr(b, b_idx))])
+        # rows past the end of the last, partial block are zeros in both buffers (not
+        # stale or uninitialized values: 0*NaN would be NaN)
+        zero = L.Const(0, n.dtype)
+        tail = L.Index(self.names.fresh("z"))
+        pad = L.Loop(tail.name, L.Index("nb"), L.Const(BLOCK, L.INT),
+                     self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(tail, rows), i), zero)])
+                     + self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(tail, cols), j),
+                                                    zero)]))
+        terms = None
+        for k in range(BLOCK):
+            term = L.Op("multiply", (L.Load(a_blk, L.iadd(k * rows, i), n.dtype),
+                                     L.Load(b_blk, L.iadd(k * cols, j), n.dtype)), n.dtype)
+            terms = term if terms is None else L.Op("add", (terms, term), n.dtype)
+        offset = L.iadd(L.imul(j, rows), i)
+        update = L.Store(partial, offset, L.Op("add", (L.Load(partial, offset, n.dtype), terms),
+                                               n.dtype))
+        blocked.append([pad] + self._nest(loops_j + loops_i, [update]))
+        return Accumulator(n, partial, self.node_buffer[n], "sum", None, True)
 
     # -- shapes and indices ------------------------------------------------------------
     def _size(self, shape: tuple) -> L.Expr:
