@@ -86,6 +86,7 @@ class _Lowerer:
         self.const_arrays: dict[str, np.ndarray] = {}
         self.dims: set[str] = set()
         self.scratch: dict[Expr, str] = {}  # per-sample buffers of the current pass
+        self.block_values: dict[Expr, tuple] = {}  # values computed a block at a time
         self.locals: dict[Expr, L.Local] = {}  # per-sample scalars of the current pass
         self.stage = 0
         self.labels: dict[Expr, str] = {}
@@ -151,7 +152,7 @@ class _Lowerer:
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
         batch = self.plan.batch
-        self.scratch, self.locals, self.transposed = {}, {}, {}
+        self.scratch, self.locals, self.transposed, self.block_values = {}, {}, {}, {}
         prologue: list = []
         self.pass_prologue = prologue
         inner: list = []
@@ -165,6 +166,8 @@ class _Lowerer:
                     accs.append(self._block_accumulator(n, prologue, inner, blocked))
                 else:
                     accs.append(self._accumulator(n, prologue, inner, epilogue))
+                continue
+            if self._block_product(n, prologue, blocked):
                 continue
             if self._sample_shape(n):
                 name = self.names.fresh("s")
@@ -188,11 +191,44 @@ class _Lowerer:
         body: list = [L.Let("n0", n0),
                       L.Let("nb", L.IOp("min", L.Const(BLOCK, L.INT),
                                         L.IOp("-", stop, L.Index("n0"))))]
+        body += [stmt for pre, _ in blocked for stmt in pre]
         body.append(L.Loop("n", L.Index("n0"), L.iadd(L.Index("n0"), L.Index("nb")), inner,
                            reduction))
-        for update in blocked:
-            body += update
+        body += [stmt for _, post in blocked for stmt in post]
         return L.Loop("blk", L.Const(0, L.INT), count, body)
+
+    def _block_product(self, n: Expr, prologue: list, blocked: list) -> bool:
+        """``X @ W`` with X an input and W a matrix without the batch: computed for a whole
+        block of samples before their per-sample work, each row of W (transposed) loaded
+        once for ``BLOCK`` samples (one dot product per sample in registers)."""
+        if n.op is not T.MATMUL or n in self.node_buffer:
+            return False
+        a, b = n.srcs
+        if (a.op is not INPUT or a.ndim != 2 or self._batch_axis(a) != 0 or b.ndim != 2
+                or not all(isinstance(d, int) for d in b.shape) or self._batch_axis(b)
+                is not None):
+            return False
+        depth, cols = b.shape
+        out = self.names.fresh("Z")
+        prologue.append(L.Alloc(out, n.dtype, L.Const(BLOCK * cols, L.INT)))
+        wt = self._transposed(b)
+        (j,), loops_j = self._loops((cols,))
+        k = L.Index(self.names.fresh("k"))
+        last = L.IOp("-", L.Index("stop"), L.Const(1, L.INT))
+        accs = [self.names.fresh("acc") for _ in range(BLOCK)]
+        weight = L.Load(wt, L.iadd(L.imul(j, depth), k), b.dtype)
+        body = [L.AccInit(name, n.dtype, L.Const(0, n.dtype), "sum") for name in accs]
+        updates = []
+        for s, name in enumerate(accs):  # rows past the end repeat the last (then unused)
+            row = L.IOp("min", L.iadd(L.Index("n0"), s), last)
+            x = self.expr(a, (row, k))
+            updates.append(L.Acc(name, "sum", L.Op("multiply", (x, weight), n.dtype)))
+        body.append(L.Loop(k.name, L.Const(0, L.INT), L.Const(depth, L.INT), updates, True))
+        body += [L.Store(out, L.iadd(s * cols, j), L.Local(name, n.dtype))
+                 for s, name in enumerate(accs)]
+        blocked.append((self._nest(loops_j, body), []))
+        self.block_values[n] = (out, cols)
+        return True
 
     def _block_accumulator(self, n: Expr, prologue: list, inner: list,
                            blocked: list) -> Accumulator:
@@ -232,7 +268,7 @@ class _Lowerer:
         offset = L.iadd(L.imul(j, rows), i)
         update = L.Store(partial, offset, L.Op("add", (L.Load(partial, offset, n.dtype), terms),
                                                n.dtype))
-        blocked.append([pad] + self._nest(loops_j + loops_i, [update]))
+        blocked.append(([], [pad] + self._nest(loops_j + loops_i, [update])))
         return Accumulator(n, partial, self.node_buffer[n], "sum", None, True)
 
     # -- shapes and indices ------------------------------------------------------------
@@ -473,6 +509,11 @@ class _Lowerer:
                 return self.locals[n]
             if n in self.scratch:
                 return L.Load(self.scratch[n], self._sample_offset(n, idx), n.dtype)
+            if n in self.block_values:  # computed for the whole block: this sample's row
+                buf, cols = self.block_values[n]
+                s = L.IOp("-", L.Index("n"), L.Index("n0"))
+                return L.Load(buf, L.iadd(L.imul(s, cols), self._sample_offset(n, idx)),
+                              n.dtype)
             if n in self.node_buffer and n.op is not CONST:
                 return L.Load(self.node_buffer[n], L.flat_offset(idx, n.shape), n.dtype)
         op = n.op
