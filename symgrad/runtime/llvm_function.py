@@ -13,6 +13,7 @@ import ctypes
 import functools
 import hashlib
 import inspect
+import math
 import threading
 from typing import Any
 
@@ -69,6 +70,7 @@ class LLVMFunction:
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
         self._guards = _size_guards(self.outputs)
+        self._layout()
 
     @property
     def source(self) -> str:
@@ -109,68 +111,109 @@ class LLVMFunction:
             # the reference raises its own error (compiled code would read out of bounds,
             # return -inf or a row of zeros)
             return run_graph(self.outputs, arrays, sizes)
-        bufs: dict[str, np.ndarray] = {}
-        node_of = {name: n for n, name in prog.node_buffer.items()}
-        for name, spec in prog.buffers.items():
-            shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
-            if spec.role == "input":
-                bufs[name] = np.ascontiguousarray(arrays[node_of[name].name])
-            elif spec.role == "param":
-                bufs[name] = node_of[name].arg.value
-            elif spec.role == "const":
-                bufs[name] = prog.const_arrays[name]
-            elif spec.role != "partial":
-                bufs[name] = np.empty(shape, spec.dtype)
+        views, ptrs, arena = self._buffers(arrays, sizes)
         dims = (ctypes.c_int64 * max(1, len(self.dim_names)))(
             *[sizes[d] for d in self.dim_names])
         for fn, stage in zip(self._kernels, prog.stages):
             if stage % 2 == 0:
-                fn(self._pointers(bufs), dims, 0, 0)
+                fn(self._table(ptrs), dims, 0, 0)
             else:
-                self._run_pass(fn, stage, bufs, sizes, dims)
-        return [self._result(o, bufs, arrays, sizes) for o in prog.outputs]
+                self._run_pass(fn, stage, views, ptrs, sizes, dims)
+        return [self._result(o, views, arrays, sizes) for o in prog.outputs]
 
-    def _pointers(self, bufs: dict[str, np.ndarray]):
-        return (ctypes.c_void_p * max(1, len(self.buffer_names)))(
-            *[bufs[n].ctypes.data if n in bufs else None for n in self.buffer_names])
+    def _layout(self) -> None:
+        """Which buffer is what, worked out once: inputs are fed, parameters and constants
+        are fixed arrays, everything else lives in one allocation per call."""
+        prog = self.program
+        node_of = {name: n for n, name in prog.node_buffer.items()}
+        self._inputs: list[tuple[int, str]] = []
+        self._fixed: list[tuple[int, Any]] = []  # (slot, ParamSlot or const array)
+        self._owned: list[tuple[int, str, tuple, np.dtype]] = []
+        self._partial_specs: dict[str, tuple[int, tuple, np.dtype]] = {}
+        self._returned = {prog.node_buffer[o] for o in prog.outputs if o in prog.node_buffer}
+        self._returned |= {a.target for accs in prog.accumulators.values() for a in accs}
+        for i, (name, spec) in enumerate(prog.buffers.items()):
+            if spec.role == "input":
+                self._inputs.append((i, node_of[name].name))
+            elif spec.role == "param":
+                self._fixed.append((i, node_of[name].arg))
+            elif spec.role == "const":
+                self._fixed.append((i, prog.const_arrays[name]))
+            elif spec.role == "partial":
+                self._partial_specs[name] = (i, spec.shape, np.dtype(spec.dtype))
+            else:
+                self._owned.append((i, name, spec.shape, np.dtype(spec.dtype)))
 
-    def _run_pass(self, fn, stage: int, bufs: dict, sizes: dict, dims) -> None:
+    def _buffers(self, arrays: dict, sizes: dict) -> tuple[dict, list, np.ndarray]:
+        """Every buffer's address, and NumPy views of those Python needs (outputs)."""
+        ptrs: list = [None] * max(1, len(self.buffer_names))
+        keep = []
+        for i, name in self._inputs:
+            a = np.ascontiguousarray(arrays[name])
+            keep.append(a)
+            ptrs[i] = a.ctypes.data
+        for i, owner in self._fixed:
+            ptrs[i] = (owner.value if hasattr(owner, "value") else owner).ctypes.data
+        layout, total = [], 0
+        for i, name, shape, dt in self._owned:
+            bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+            nbytes = math.prod(bound) * dt.itemsize
+            layout.append((i, name, bound, dt, total, nbytes))
+            total += -(-max(nbytes, 1) // 64) * 64  # 64-byte aligned
+        arena = np.empty(total, np.uint8)
+        base = arena.ctypes.data
+        views = {"__keep__": keep}
+        for i, name, bound, dt, offset, nbytes in layout:
+            ptrs[i] = base + offset
+            if name in self._returned:
+                views[name] = arena[offset:offset + nbytes].view(dt).reshape(bound)
+        return views, ptrs, arena
+
+    def _table(self, ptrs: list):
+        return (ctypes.c_void_p * len(ptrs))(*ptrs)
+
+    def _run_pass(self, fn, stage: int, views: dict, ptrs: list, sizes: dict, dims) -> None:
         prog = self.program
         accs = prog.accumulators.get(stage, [])
         n = sizes[prog.plan.batch]
         threads = max(1, min(get_num_threads(), n // MIN_SAMPLES_PER_THREAD))
         bounds = [n * t // threads for t in range(threads + 1)]
-        per_thread = []
+        partials: list[dict[str, np.ndarray]] = []
+        tables = []
         for _ in range(threads):
-            mine = dict(bufs)
+            mine, row = {}, list(ptrs)
             for acc in accs:
-                shape = tuple(sizes[d] if isinstance(d, str) else d for d in
-                              prog.buffers[acc.partial].shape)
-                mine[acc.partial] = np.full(shape, _IDENTITY[acc.kind], acc.node.dtype)
-            per_thread.append(mine)
-        calls = [(self._pointers(m), lo, hi) for m, lo, hi in
-                 zip(per_thread, bounds[:-1], bounds[1:])]
+                i, shape, dt = self._partial_specs[acc.partial]
+                bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+                mine[acc.partial] = part = np.full(bound, _IDENTITY[acc.kind], dt)
+                row[i] = part.ctypes.data
+            partials.append(mine)
+            tables.append(self._table(row))
         if threads == 1:
-            fn(calls[0][0], dims, calls[0][1], calls[0][2])
+            fn(tables[0], dims, 0, n)
         else:
-            workers = [threading.Thread(target=fn, args=(p, dims, lo, hi)) for p, lo, hi in
-                       calls]
+            workers = [threading.Thread(target=fn, args=(t, dims, lo, hi)) for t, lo, hi in
+                       zip(tables, bounds[:-1], bounds[1:])]
             for w in workers:
                 w.start()
             for w in workers:
                 w.join()
         for acc in accs:  # combine in thread order: the same thread count, the same result
-            total = per_thread[0][acc.partial]
-            for m in per_thread[1:]:
-                part = m[acc.partial]
+            total = partials[0][acc.partial]
+            for mine in partials[1:]:
+                part = mine[acc.partial]
                 total = (total + part if acc.kind == "sum" else np.maximum(total, part)
                          if acc.kind == "max" else np.minimum(total, part))
             if acc.transposed:
                 total = total.T
-            if acc.mean_of is not None:  # 0/0 is nan, as in the reference, without a warning
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    total = total / np.asarray(size_of(acc.mean_of, sizes), acc.node.dtype)
-            bufs[acc.target][...] = total
+            if acc.mean_of is not None:
+                count = size_of(acc.mean_of, sizes)
+                if count:
+                    total = total / acc.node.dtype.type(count)
+                else:  # 0/0 is nan, as in the reference, without a warning
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        total = total / acc.node.dtype.type(0)
+            views[acc.target][...] = total
 
     def _result(self, o, bufs, arrays, sizes) -> np.ndarray:
         if o.op is INPUT:
@@ -181,7 +224,7 @@ class LLVMFunction:
             return np.array(o.arg.array)
         if o.op is SIZE:
             return np.asarray(size_of(o.arg[0], sizes), o.dtype)
-        return bufs[self.program.node_buffer[o]]
+        return bufs[self.program.node_buffer[o]]  # a view of this call's own allocation
 
 
 def _size_guards(outputs: list) -> list[tuple]:
