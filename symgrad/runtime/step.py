@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from symgrad.diff import grad, simplify
+from symgrad.expr.evaluate import check_feeds, graph_inputs
 from symgrad.expr.leaves import PARAM, param
 from symgrad.expr.node import Expr, toposort
 from symgrad.runtime.function import Function
@@ -69,10 +70,16 @@ class Step:
         outputs = simplify([loss] + [value for _, value in updates])
         self._function = Function(outputs, backend)
         self._loss_only: Function | None = None
+        # Simplification may drop an input (x - x): the step still takes the model's inputs
+        self._model_inputs = graph_inputs([loss])
+        self._dropped = set(self._model_inputs) != set(self._function.inputs)
 
     # -- running -----------------------------------------------------------------------
     def __call__(self, **batch: Any) -> float:
         self._sync_hyper()
+        if self._dropped:
+            check_feeds(self._model_inputs, batch)
+            batch = {k: v for k, v in batch.items() if k in self._function.inputs}
         loss, *new_values = self._function(**batch)
         for target, value in zip(self._targets, new_values):  # all computed: now commit
             target.arg.value[...] = value
