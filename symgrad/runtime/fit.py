@@ -106,6 +106,8 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
     >>> history.plot("loss.png")
     """
     arrays, n = _check_data(data, "fit: data")
+    if n == 0:
+        raise ValueError("fit: data holds no samples (every array has length 0)")
     if validation is not None:
         _check_data(validation, "fit: validation")
     if not isinstance(epochs, int) or epochs < 0:

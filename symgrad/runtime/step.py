@@ -77,6 +77,9 @@ class Step:
     # -- running -----------------------------------------------------------------------
     def __call__(self, **batch: Any) -> float:
         self._sync_hyper()
+        if any(np.shape(v)[:1] == (0,) for v in batch.values()):
+            raise ValueError("a training step needs at least one sample; got an empty batch "
+                             f"({', '.join(f'{k}: {np.shape(v)}' for k, v in batch.items())})")
         if self._dropped:
             check_feeds(self._model_inputs, batch)
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
@@ -124,6 +127,10 @@ class Step:
     @property
     def plan(self) -> str:
         return self._function.plan
+
+    @property
+    def loop_ir(self) -> str:
+        return self._function.loop_ir
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.params)
