@@ -57,6 +57,7 @@ class Program:
     plan_text: str
     const_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     dims: list[str] = field(default_factory=list)
+    work_per_sample: dict[int, int] = field(default_factory=dict)  # by pass stage, rough ops
 
     def __str__(self) -> str:
         return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)
@@ -125,19 +126,20 @@ class _Lowerer:
 
     # -- the program -------------------------------------------------------------------
     def program(self) -> Program:
-        kernels, stages, accs = [], [], {}
+        kernels, stages, accs, work = [], [], {}, {}
         for stage, members in self.plan.stages():
             self.stage = stage
             if stage % 2:
                 kernel, stage_accs = self._pass_kernel(stage, members)
                 accs[stage] = stage_accs
+                work[stage] = sum(_work(n, self.plan.batch) for n in members)
             else:
                 kernel = self._between_kernel(stage, members)
             kernels.append(kernel)
             stages.append(stage)
         text = describe(self.plan, self.labels)
         return Program(kernels, stages, self.buffers, self.node_buffer, accs, self.outputs,
-                       self.plan, text, self.const_arrays, sorted(self.dims))
+                       self.plan, text, self.const_arrays, sorted(self.dims), work)
 
     def _kernel(self, name: str, body: list, batch: str | None, members: list) -> L.Kernel:
         return L.Kernel(name, list(self.buffers.values()), sorted(self.dims), body, batch,
@@ -619,6 +621,21 @@ class _Lowerer:
             term = L.Select(hit, self.expr(v, (pos,)), L.Const(0, n.dtype), n.dtype)
             total = term if total is None else L.Op("add", (total, term), n.dtype)
         return total
+
+
+def _work(n: Expr, batch: str | None) -> int:
+    """Roughly how many operations one sample costs for ``n`` (to decide on threads)."""
+    per_sample = [d for d in (n.srcs[0].shape if n.srcs else n.shape) if d != batch]
+    size = 1
+    for d in per_sample:
+        size *= d if isinstance(d, int) else 64  # another symbolic size: guess
+    if n.op is T.MATMUL:
+        a, b = n.srcs
+        out = [d for d in n.shape if d != batch]
+        size = 1
+        for d in out + [a.shape[-1]]:
+            size *= d if isinstance(d, int) else 1
+    return max(size, 1)
 
 
 def value_dtype(e: L.Expr) -> np.dtype:

@@ -32,9 +32,9 @@ from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_int64)
-# Below this many samples a pass runs on one thread: starting threads costs more (measured
-# in bench/README.md).
-MIN_SAMPLES_PER_THREAD = 16384
+# A thread is worth starting for about this many operations (tens of microseconds of work;
+# starting and joining a thread costs ~50-100 us here).
+MIN_WORK_PER_THREAD = 1_000_000
 _IDENTITY = {"sum": 0, "max": -np.inf, "min": np.inf}
 
 
@@ -176,7 +176,8 @@ class LLVMFunction:
         prog = self.program
         accs = prog.accumulators.get(stage, [])
         n = sizes[prog.plan.batch]
-        threads = max(1, min(get_num_threads(), n // MIN_SAMPLES_PER_THREAD))
+        work = n * prog.work_per_sample.get(stage, 1)
+        threads = max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD, n // 64))
         bounds = [n * t // threads for t in range(threads + 1)]
         partials: list[dict[str, np.ndarray]] = []
         tables = []
