@@ -32,6 +32,7 @@ LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
 
 
 BLOCK = 8  # samples per block for sums of outer products over the batch
+CHUNK = 4096  # samples whose float32 sums are added into a float64 total at a time
 
 
 @dataclass
@@ -155,6 +156,7 @@ class _Lowerer:
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
         batch = self.plan.batch
         self.scratch, self.locals, self.transposed, self.block_values = {}, {}, {}, {}
+        self.chunk_init, self.chunk_flush = [], []
         prologue: list = []
         self.pass_prologue = prologue
         inner: list = []
@@ -177,12 +179,27 @@ class _Lowerer:
                 self.scratch[n] = name
             inner += self._compute(n, per_sample=True)
         reduction = any(a.kind in ("sum", "max", "min") for a in accs)
-        if not blocked:
+        if not blocked and self.chunk_init:
+            body = prologue + [self._chunks(inner, reduction)] + epilogue
+        elif not blocked:
             loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
             body = prologue + [loop] + epilogue
         else:
             body = prologue + [self._blocks(inner, blocked, reduction)] + epilogue
         return self._kernel(f"pass{stage // 2 + 1}", body, batch, members), accs
+
+    def _chunks(self, inner: list, reduction: bool) -> L.Loop:
+        """The batch loop in chunks of ``CHUNK`` samples, each chunk's float32 sums added
+        into float64 totals."""
+        start, stop = L.Index("start"), L.Index("stop")
+        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), CHUNK - 1), L.Const(CHUNK, L.INT))
+        lo = L.iadd(start, L.imul(L.Index("chunk"), CHUNK))
+        body: list = [L.Let("c0", lo),
+                      L.Let("c1", L.IOp("min", L.iadd(L.Index("c0"), CHUNK), stop))]
+        body += self.chunk_init
+        body.append(L.Loop("n", L.Index("c0"), L.Index("c1"), inner, reduction))
+        body += self.chunk_flush
+        return L.Loop("chunk", L.Const(0, L.INT), count, body)
 
     def _blocks(self, inner: list, blocked: list, reduction: bool) -> L.Loop:
         """The batch loop in blocks of ``BLOCK`` samples: per-sample work for each sample of
@@ -194,8 +211,10 @@ class _Lowerer:
                       L.Let("nb", L.IOp("min", L.Const(BLOCK, L.INT),
                                         L.IOp("-", stop, L.Index("n0"))))]
         body += [stmt for pre, _ in blocked for stmt in pre]
+        body += self.chunk_init
         body.append(L.Loop("n", L.Index("n0"), L.iadd(L.Index("n0"), L.Index("nb")), inner,
                            reduction))
+        body += self.chunk_flush
         body += [stmt for _, post in blocked for stmt in post]
         return L.Loop("blk", L.Const(0, L.INT), count, body)
 
@@ -490,11 +509,25 @@ class _Lowerer:
             L.flat_offset(out_idx, n.shape)
         if not loops and n.ndim == 0 or all(isinstance(o, L.Const) for o in out_idx) and \
                 not loops:
-            # a scalar: a register across the whole pass, stored once at the end
+            # a scalar: a register across the whole pass, stored once at the end. A float32
+            # sum over millions of samples in a few float32 lanes would lose ~1e-4 (NumPy
+            # sums pairwise): float32 lanes add up one chunk of samples (vectorized), and
+            # each chunk's total goes into a float64 sum (and a float64 partial).
             name = self.names.fresh("acc")
-            prologue.append(L.AccInit(name, n.dtype, L.Load(partial, offset, n.dtype), kind))
-            inner.append(L.Acc(name, kind, value))
-            epilogue.append(L.Store(partial, offset, L.Local(name, n.dtype)))
+            if kind == "sum" and n.dtype == np.float32:
+                self.buffers[partial].dtype = np.dtype("float64")
+                total = self.names.fresh("total")
+                prologue.append(L.AccInit(total, np.dtype("float64"),
+                                          L.Load(partial, offset, np.dtype("float64")), kind))
+                self.chunk_init.append(L.AccInit(name, n.dtype, L.Const(0, n.dtype), kind))
+                inner.append(L.Acc(name, kind, value))
+                self.chunk_flush.append(L.Acc(total, kind, L.Local(name, n.dtype)))
+                epilogue.append(L.Store(partial, offset, L.Local(total, np.dtype("float64"))))
+            else:
+                prologue.append(L.AccInit(name, n.dtype, L.Load(partial, offset, n.dtype),
+                                          kind))
+                inner.append(L.Acc(name, kind, value))
+                epilogue.append(L.Store(partial, offset, L.Local(name, n.dtype)))
         else:
             old = L.Load(partial, offset, n.dtype)
             combined = L.Op({"sum": "add", "max": "maximum", "min": "minimum"}[kind],

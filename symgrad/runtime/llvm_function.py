@@ -14,7 +14,7 @@ import functools
 import hashlib
 import inspect
 import math
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,9 +32,20 @@ from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_int64)
-# A thread is worth starting for about this many operations (tens of microseconds of work;
-# starting and joining a thread costs ~50-100 us here).
-MIN_WORK_PER_THREAD = 1_000_000
+# A pass is split across threads only when each thread gets about this many operations
+# (~1-2 ms of work): below that, handing work to the pool and combining partials cost more
+# than they save (bench/README.md: a 256-sample softmax step was 3x slower on 2 threads).
+MIN_WORK_PER_THREAD = 8_000_000
+_pool: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    """One pool for the process: a pass reuses its threads instead of starting new ones."""
+    global _pool
+    if _pool is None or _pool._max_workers < get_num_threads():
+        _pool = ThreadPoolExecutor(max_workers=get_num_threads(),
+                                   thread_name_prefix="symgrad")
+    return _pool
 _IDENTITY = {"sum": 0, "max": -np.inf, "min": np.inf}
 
 
@@ -192,13 +203,13 @@ class LLVMFunction:
             tables.append(self._table(row))
         if threads == 1:
             fn(tables[0], dims, 0, n)
-        else:
-            workers = [threading.Thread(target=fn, args=(t, dims, lo, hi)) for t, lo, hi in
-                       zip(tables, bounds[:-1], bounds[1:])]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+        else:  # the caller's thread runs the first slice, the pool the others
+            pool = _thread_pool()
+            futures = [pool.submit(fn, t, dims, lo, hi) for t, lo, hi in
+                       zip(tables[1:], bounds[1:-1], bounds[2:])]
+            fn(tables[0], dims, bounds[0], bounds[1])
+            for f in futures:
+                f.result()
         for acc in accs:  # combine in thread order: the same thread count, the same result
             total = partials[0][acc.partial]
             for mine in partials[1:]:
