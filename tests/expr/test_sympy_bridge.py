@@ -377,7 +377,11 @@ def _check_round_trip(e, seed):
     wd.value, bd.value = np.random.default_rng(seed + 1).uniform(-2, 2, 2)
     expected = sg.evaluate(e, **_feeds(e, data))
     assume(np.all(np.isfinite(expected)) and np.all(np.abs(expected) < 1e6))
-    s = sg.to_sympy(e)
+    try:
+        s = sg.to_sympy(e)
+    except ValueError as exc:  # SymPy's own Max/Min can fail to order a symbolic nan
+        assume("not comparable" not in str(exc))
+        raise
     assume(all(term.function.has(IDX) for term in s.atoms(sympy.Sum)))  # see the Sum test above
     back = sg.from_sympy(s, BINDINGS)
     got = sg.evaluate(back, **_feeds(back, data))
