@@ -16,8 +16,9 @@ from symgrad.runtime import Function, function, get_num_threads, nn, optim, set_
 from symgrad.runtime.fit import History, fit
 from symgrad.runtime.minimize import minimize
 from symgrad.runtime.step import Step, compile_step
+from symgrad.runtime.watch import watch
 
 __version__ = "0.1.0"
 __all__ = [*_expr_all, "init", "Function", "function", "grad", "jacobian", "hessian", "hvp",
            "simplify", "set_num_threads", "get_num_threads", "nn", "optim", "fit", "History",
-           "minimize", "Step", "compile_step"]
+           "minimize", "Step", "compile_step", "watch"]

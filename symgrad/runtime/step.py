@@ -19,6 +19,7 @@ from symgrad.expr.evaluate import check_feeds, graph_inputs
 from symgrad.expr.leaves import PARAM, param
 from symgrad.expr.node import Expr, toposort
 from symgrad.runtime.function import Function
+from symgrad.runtime.watch import watched_in
 
 __all__ = ["Step", "compile_step"]
 
@@ -67,7 +68,10 @@ class Step:
             updates.append((p, new_p))
             updates += [(state[k], v) for k, v in new_state.items()]
         self._targets = [target for target, _ in updates]
-        outputs = simplify([loss] + [value for _, value in updates])
+        self._watches = watched_in([loss])
+        watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
+        self.watched: dict[str, dict[str, object]] = {}
+        outputs = simplify([loss] + [value for _, value in updates]) + watch_outputs
         self._function = Function(outputs, backend)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
@@ -84,6 +88,12 @@ class Step:
             check_feeds(self._model_inputs, batch)
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
         loss, *new_values = self._function(**batch)
+        seen = new_values[len(self._targets):]
+        for name in self._watches:
+            mean, low, high, first = seen[:4]
+            seen = seen[4:]
+            self.watched[name] = {"mean": float(mean), "min": float(low), "max": float(high),
+                                  "first": np.asarray(first)}
         for target, value in zip(self._targets, new_values):  # all computed: now commit
             target.arg.value[...] = value
         self._count.arg.value[...] += 1

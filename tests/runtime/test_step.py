@@ -690,3 +690,22 @@ def test_digits_example_accuracy():
     results = module.main([])
     assert results["softmax"] > 0.93
     assert results["hidden"] > 0.95
+
+
+def test_watch_reports_batch_statistics_of_an_intermediate():
+    X = sg.input("Xw", shape=("N", 6))
+    labels = sg.input("lw", dtype="int32")
+    W = sg.param("Ww", init=np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32))
+    hidden = sg.watch(sg.relu(X @ W), "hidden")
+    step = sg.compile_step(sg.cross_entropy(hidden, labels), sg.optim.SGD(lr=0.1))
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(9, 6)).astype(np.float32)
+    before = W.value.copy()
+    step(Xw=xs, lw=rng.integers(0, 4, 9).astype(np.int32))
+    h = np.maximum(xs.astype(np.float64) @ before, 0)  # computed here, from the formula
+    got = step.watched["hidden"]
+    assert got["mean"] == pytest.approx(h.mean(), rel=1e-5)
+    assert got["min"] == pytest.approx(h.min(), abs=1e-6)
+    assert got["max"] == pytest.approx(h.max(), rel=1e-5)
+    np.testing.assert_allclose(got["first"], h[0, :4], rtol=1e-5, atol=1e-6)
+    assert str(hidden) == "relu(Xw@Ww)"  # the mark does not change the formula
