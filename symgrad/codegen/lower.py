@@ -507,8 +507,7 @@ class _Lowerer:
                 mean_of = tuple(x.shape[a] for a in axes)
         offset = L.flat_offset(out_idx[::-1], n.shape[::-1]) if transposed else \
             L.flat_offset(out_idx, n.shape)
-        if not loops and n.ndim == 0 or all(isinstance(o, L.Const) for o in out_idx) and \
-                not loops:
+        if not loops:
             # a scalar: a register across the whole pass, stored once at the end. A float32
             # sum over millions of samples in a few float32 lanes would lose ~1e-4 (NumPy
             # sums pairwise): float32 lanes add up one chunk of samples (vectorized), and
@@ -658,16 +657,13 @@ class _Lowerer:
 
 def _work(n: Expr, batch: str | None) -> int:
     """Roughly how many operations one sample costs for ``n`` (to decide on threads)."""
-    per_sample = [d for d in (n.srcs[0].shape if n.srcs else n.shape) if d != batch]
+    if n.op is T.MATMUL:  # one multiply-add per output element and contracted element
+        dims, unknown = [d for d in n.shape if d != batch] + [n.srcs[0].shape[-1]], 1
+    else:  # one operation per element of the source
+        dims, unknown = [d for d in (n.srcs[0].shape if n.srcs else n.shape) if d != batch], 64
     size = 1
-    for d in per_sample:
-        size *= d if isinstance(d, int) else 64  # another symbolic size: guess
-    if n.op is T.MATMUL:
-        a, b = n.srcs
-        out = [d for d in n.shape if d != batch]
-        size = 1
-        for d in out + [a.shape[-1]]:
-            size *= d if isinstance(d, int) else 1
+    for d in dims:
+        size *= d if isinstance(d, int) else unknown  # another symbolic size: a guess
     return max(size, 1)
 
 

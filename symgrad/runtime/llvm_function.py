@@ -22,7 +22,15 @@ import numpy as np
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.lower import Program, lower
 from symgrad.expr import ops_tensor as T
-from symgrad.expr.evaluate import Outputs, as_outputs, check_feeds, graph_inputs, run_graph
+from symgrad.expr.evaluate import (
+    Outputs,
+    as_outputs,
+    check_dims_bound,
+    check_feeds,
+    graph_inputs,
+    run_graph,
+    symbolic_dims,
+)
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import toposort
 from symgrad.expr.ops_index import INDEX, SCATTER
@@ -66,6 +74,7 @@ class LLVMFunction:
     def __init__(self, outputs: Outputs):
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
+        self._dims = symbolic_dims(self.outputs)
         self.program: Program = lower(self.outputs)
         self.buffer_names = list(self.program.buffers)
         self.dim_names = list(self.program.dims)
@@ -108,15 +117,13 @@ class LLVMFunction:
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays, sizes = check_feeds(self.inputs, feeds)
+        check_dims_bound(self._dims, sizes)
         results = self.run(arrays, sizes)
         return results[0] if self._single else tuple(results)
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> list[np.ndarray]:
+        """Run on feeds already checked (``check_feeds``, ``check_dims_bound``)."""
         prog = self.program
-        missing = [d for d in self.dim_names if d not in sizes]
-        if missing:
-            raise ValueError(f"no input binds the dimension{'s' if len(missing) > 1 else ''} "
-                             f"{', '.join(missing)}")
         if any(_fails(g, sizes, arrays) for g in self._guards):
             # an index past a symbolic axis, a max over zero samples, a label out of range:
             # the reference raises its own error (compiled code would read out of bounds,
