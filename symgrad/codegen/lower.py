@@ -72,16 +72,25 @@ class _Names:
         return f"{prefix}{next(self.counter)}"
 
 
-def lower(outputs: list[Expr]) -> Program:
-    """Schedule and lower ``outputs`` to kernels."""
+TARGETS = ("cpu", "gpu")
+
+
+def lower(outputs: list[Expr], target: str = "cpu") -> Program:
+    """Schedule and lower ``outputs`` to kernels for a ``target``: ``"cpu"`` (a thread runs a
+    contiguous slice of the batch: samples in blocks against transposed weight copies,
+    float32 sums in float64 chunks) or ``"gpu"`` (a thread runs a few samples: one sample
+    per loop iteration, weights read in place, so a grid-stride loop can take the batch)."""
+    if target not in TARGETS:
+        raise ValueError(f"lowering target must be one of {TARGETS}, got {target!r}")
     work = decompose(list(outputs))
     plan = schedule(work)
-    return _Lowerer(plan, work).program()
+    return _Lowerer(plan, work, target).program()
 
 
 class _Lowerer:
-    def __init__(self, plan: Plan, outputs: list[Expr]):
+    def __init__(self, plan: Plan, outputs: list[Expr], target: str = "cpu"):
         self.plan, self.outputs = plan, outputs
+        self.cpu = target == "cpu"
         self.names = _Names()
         self.buffers: dict[str, L.Buffer] = {}
         self.node_buffer: dict[Expr, str] = {}
@@ -165,8 +174,8 @@ class _Lowerer:
         blocked: list = []  # sums of outer products over the batch, done a block at a time
         for n in members:
             if n in self.plan.accumulators:
-                if n.op is T.MATMUL and n.ndim == 2 and all(isinstance(d, int)
-                                                            for d in n.shape):
+                if self.cpu and n.op is T.MATMUL and n.ndim == 2 and all(
+                        isinstance(d, int) for d in n.shape):
                     accs.append(self._block_accumulator(n, prologue, inner, blocked))
                 else:
                     accs.append(self._accumulator(n, prologue, inner, epilogue))
@@ -222,7 +231,7 @@ class _Lowerer:
         """``X @ W`` with X an input and W a matrix without the batch: computed for a whole
         block of samples before their per-sample work, each row of W (transposed) loaded
         once for ``BLOCK`` samples (one dot product per sample in registers)."""
-        if n.op is not T.MATMUL or n in self.node_buffer:
+        if not self.cpu or n.op is not T.MATMUL or n in self.node_buffer:
             return False
         a, b = n.srcs
         if (a.op is not INPUT or a.ndim != 2 or self._batch_axis(a) != 0 or b.ndim != 2
@@ -451,7 +460,8 @@ class _Lowerer:
         acc = self.names.fresh("acc")
         body.append(L.AccInit(acc, n.dtype, L.Const(0, n.dtype), "sum"))
         right = self.expr(b, b_idx)
-        if self.stage % 2 and b.ndim == 2 and all(isinstance(d, int) for d in b.shape):
+        if self.cpu and self.stage % 2 and b.ndim == 2 and all(isinstance(d, int)
+                                                               for d in b.shape):
             # per sample, x @ W walks down W's columns: read a transposed copy instead, made
             # once per call, so the dot product runs along contiguous memory on both sides
             rows, cols = b.shape
@@ -513,7 +523,7 @@ class _Lowerer:
             # sums pairwise): float32 lanes add up one chunk of samples (vectorized), and
             # each chunk's total goes into a float64 sum (and a float64 partial).
             name = self.names.fresh("acc")
-            if kind == "sum" and n.dtype == np.float32:
+            if self.cpu and kind == "sum" and n.dtype == np.float32:
                 self.buffers[partial].dtype = np.dtype("float64")
                 total = self.names.fresh("total")
                 prologue.append(L.AccInit(total, np.dtype("float64"),

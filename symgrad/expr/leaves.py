@@ -55,15 +55,26 @@ class ParamSlot:
     Hashed by identity: two parameters are never the same node.
     """
 
-    __slots__ = ("name", "value", "shape", "dtype", "serial", "__weakref__")
+    __slots__ = ("name", "_value", "shape", "dtype", "serial", "mirror", "__weakref__")
     _serials = itertools.count()
 
     def __init__(self, name: str, value: np.ndarray):
         self.name = name
         self.serial = next(ParamSlot._serials)  # creation order: a stable sort key
-        self.value = value
+        self._value = value
         self.shape: Shape = value.shape
         self.dtype = value.dtype
+        # A copy on a GPU (``runtime.cuda_memory.DeviceMirror``), or None. The host array
+        # is the truth unless the mirror says the device holds a newer value.
+        self.mirror = None
+
+    @property
+    def value(self) -> np.ndarray:
+        """The current value (fetched from the GPU first if a step there changed it). The
+        array may be written in place, so a GPU copy is treated as stale after a read."""
+        if self.mirror is not None:
+            self.mirror.to_host(self._value)
+        return self._value
 
     def assign(self, new: Any) -> None:
         arr = np.asarray(new)
@@ -77,7 +88,9 @@ class ParamSlot:
             raise ValueError(f"parameter {self.name!r}: expected shape {fmt(self.shape)}, "
                              f"got {fmt(arr.shape)}")
         # Write in place: compiled steps hold this array, so they see the new value.
-        self.value[...] = arr.astype(self.dtype, copy=False)
+        if self.mirror is not None:
+            self.mirror.forget_device()
+        self._value[...] = arr.astype(self.dtype, copy=False)
 
     def __repr__(self) -> str:
         return f"ParamSlot({self.name!r}, {fmt(self.shape)})"

@@ -32,9 +32,6 @@ class Function:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"got {backend!r}")
-        if backend == "cuda":
-            raise NotImplementedError("backend 'cuda' is not built yet; use backend='llvm' "
-                                      "(CPU) or 'numpy'")
         self.backend = backend
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
@@ -44,15 +41,31 @@ class Function:
             from symgrad.runtime.llvm_function import LLVMFunction
 
             self._compiled = LLVMFunction(self.outputs)
+        elif backend == "cuda":
+            from symgrad.runtime.cuda_function import CUDAFunction
+
+            self._compiled = CUDAFunction(self.outputs)
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        results = self.run(feeds)
+        return results[0] if self._single else tuple(results)
+
+    def run(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None) -> list:
+        """Every output as a list. ``commit`` (output position -> parameter slot) makes
+        those outputs the parameters' new values once the whole call has succeeded (on the
+        GPU for ``cuda``, where they stay) and returns ``None`` in their place."""
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
+        if self.backend == "cuda":
+            return self._compiled.run(arrays, sizes, commit)
         if self._compiled is not None:
             results = self._compiled.run(arrays, sizes)
         else:
             results = run_graph(self.outputs, arrays, sizes)
-        return results[0] if self._single else tuple(results)
+        for i, slot in (commit or {}).items():
+            slot.value[...] = results[i]
+            results[i] = None
+        return results
 
     def _need_compiled(self, what: str):
         if self._compiled is None:
@@ -62,7 +75,8 @@ class Function:
 
     @property
     def source(self) -> str:
-        """The kernel source: LLVM IR as generated (``optimized_source`` after -O3)."""
+        """The kernel source: LLVM IR as generated (``optimized_source`` after -O3), or
+        CUDA C."""
         return self._need_compiled("source").source
 
     @property
@@ -91,7 +105,9 @@ class Function:
 
 def function(outputs: Outputs, backend: str = "llvm") -> Function:
     """Compile ``outputs`` (one node or a list) for a backend: ``"llvm"`` (the default,
-    vectorized multi-core CPU code), ``"numpy"`` (the reference interpreter).
+    vectorized multi-core CPU code), ``"cuda"`` (CUDA C for NVIDIA GPUs; without a GPU it
+    still generates and compiles the source, and raises when called), ``"numpy"`` (the
+    reference interpreter).
 
     >>> f = sg.function(sg.mean((w * x - y) ** 2))
     >>> f(x=[1.0, 2.0], y=[2.0, 4.0])

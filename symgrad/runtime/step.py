@@ -87,15 +87,16 @@ class Step:
         if self._dropped:
             check_feeds(self._model_inputs, batch)
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
-        loss, *new_values = self._function(**batch)
+        # every new value is committed only after the whole call has succeeded (on the GPU,
+        # the parameters and optimizer state stay there)
+        commit = {1 + i: target.arg for i, target in enumerate(self._targets)}
+        loss, *new_values = self._function.run(batch, commit)
         seen = new_values[len(self._targets):]
         for name in self._watches:
             mean, low, high, first = seen[:4]
             seen = seen[4:]
             self.watched[name] = {"mean": float(mean), "min": float(low), "max": float(high),
                                   "first": np.asarray(first)}
-        for target, value in zip(self._targets, new_values):  # all computed: now commit
-            target.arg.value[...] = value
         self._count.arg.value[...] += 1
         return float(loss)
 

@@ -1,0 +1,222 @@
+"""How each elementwise operator is spelled in CUDA C, and the device helpers they call.
+
+``CUDA_OPS`` has one entry per operator of the graph's table (``LOWERED_OPS`` aside):
+``spell(args, dtype, arg, fast)`` returns a C expression from its arguments' C text. float32
+calls the ``f`` functions of CUDA's math library (``expf``); ``fast`` (an explicit option)
+swaps in the hardware approximations (``__expf``). ``PRELUDE`` holds the few helpers that
+need more than one expression: NumPy's NaN rules, stable sigmoid and softplus, and the block
+reduction (warp shuffles, then one value per warp in shared memory).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from symgrad.expr import ops_elementwise as E
+
+C_TYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double",
+           np.dtype("int32"): "int", np.dtype("int64"): "long long", np.dtype("bool"): "bool"}
+
+
+def ctype(dt: np.dtype) -> str:
+    return C_TYPES[np.dtype(dt)]
+
+
+def literal(value: float | int | bool, dt: np.dtype) -> str:
+    """A C literal of ``value`` as ``dt`` (exact: floats print with every digit)."""
+    dt = np.dtype(dt)
+    if dt.kind == "b":
+        return "true" if value else "false"
+    if dt.kind in "iu":
+        v = int(value)
+        if dt.itemsize == 8:
+            return f"{v}LL" if v != -2**63 else "(-9223372036854775807LL - 1)"
+        return str(v) if v != -2**31 else "(-2147483647 - 1)"
+    v = float(np.float32(value)) if dt == np.float32 else float(value)
+    suffix = "f" if dt == np.float32 else ""
+    if np.isnan(v):
+        return "SG_NAN_F" if suffix else "SG_NAN"
+    if np.isinf(v):
+        inf = "SG_INF_F" if suffix else "SG_INF"
+        return inf if v > 0 else f"(-{inf})"
+    text = repr(v)
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return f"{text}{suffix}" if v >= 0 else f"({text}{suffix})"
+
+
+def _infix(sym: str) -> Callable:
+    return lambda a, dt, arg, fast: f"({a[0]} {sym} {a[1]})"
+
+
+def _math(name: str, fast_name: str | None = None) -> Callable:
+    """A CUDA math library function: ``expf`` for float32, ``exp`` for float64."""
+    def spell(a, dt, arg, fast):
+        if np.dtype(dt) == np.float32:
+            return f"{fast_name if fast and fast_name else name + 'f'}({a[0]})"
+        return f"{name}({a[0]})"
+    return spell
+
+
+def _helper(name: str) -> Callable:
+    return lambda a, dt, arg, fast: f"{name}({', '.join(a)})"
+
+
+def _power(a, dt, arg, fast):
+    x, y = a
+    if np.dtype(dt).kind in "iu":
+        return f"sg_ipow({x}, {y})"
+    try:  # x**2 is x*x: exact, and what NumPy computes too
+        k = float(y.strip("()").rstrip("f"))
+    except ValueError:
+        k = None
+    if k is not None and k.is_integer() and 0 < abs(k) <= 4:
+        prod = " * ".join([x] * int(abs(k)))
+        one = literal(1, dt)
+        return f"({one} / ({prod}))" if k < 0 else f"({prod})"
+    return f"{'powf' if np.dtype(dt) == np.float32 else 'pow'}({x}, {y})"
+
+
+def _negative(a, dt, arg, fast):
+    return f"(-{a[0]})"
+
+
+def _relu(a, dt, arg, fast):
+    return f"sg_maximum({a[0]}, {literal(0, dt)})"
+
+
+def _leaky_relu(a, dt, arg, fast):
+    return f"sg_leaky_relu({a[0]}, {literal(arg, dt)})"
+
+
+def _elu(a, dt, arg, fast):
+    return f"sg_elu({a[0]}, {literal(arg, dt)})"
+
+
+def _where(a, dt, arg, fast):
+    return f"({a[0]} ? {a[1]} : {a[2]})"
+
+
+def _cast(a, dt, arg, fast):
+    return f"(({ctype(dt)})({a[0]}))"
+
+
+# How each elementwise operator is spelled in CUDA C: one entry per operator.
+CUDA_OPS: dict = {
+    E.ADD: _infix("+"), E.SUB: _infix("-"), E.MUL: _infix("*"), E.DIV: _infix("/"),
+    E.POW: _power, E.NEG: _negative,
+    E.MAXIMUM: _helper("sg_maximum"), E.MINIMUM: _helper("sg_minimum"),
+    E.LT: _infix("<"), E.LE: _infix("<="), E.GT: _infix(">"), E.GE: _infix(">="),
+    E.EQ: _infix("=="), E.NE: _infix("!="),  # C's != is true for NaN, as NumPy's
+    E.WHERE: _where, E.EXP: _math("exp", "__expf"), E.LOG: _math("log", "__logf"),
+    E.LOG1P: _math("log1p"), E.EXPM1: _math("expm1"), E.SQRT: _math("sqrt"),
+    E.SIN: _math("sin", "__sinf"), E.COS: _math("cos", "__cosf"), E.TAN: _math("tan", "__tanf"),
+    E.TANH: _math("tanh"), E.ERF: _math("erf"), E.ABS: _helper("sg_abs"),
+    E.SIGN: _helper("sg_sign"), E.SIGMOID: _helper("sg_sigmoid"), E.RELU: _relu,
+    E.SOFTPLUS: _helper("sg_softplus"), E.GELU: _helper("sg_gelu"),
+    E.LEAKY_RELU: _leaky_relu, E.ELU: _elu, E.CAST: _cast,
+}
+BY_NAME = {op.name: spell for op, spell in CUDA_OPS.items()}
+
+PRELUDE = r"""
+// -- symgrad device helpers: NumPy's rules where C's differ ------------------------
+// (NVRTC has no math.h: infinities and NaN from their bits)
+#define SG_INF_F (__int_as_float(0x7f800000))
+#define SG_NAN_F (__int_as_float(0x7fc00000))
+#define SG_INF (__longlong_as_double(0x7ff0000000000000LL))
+#define SG_NAN (__longlong_as_double(0x7ff8000000000000LL))
+__device__ __forceinline__ float sg_fabs(float x) { return fabsf(x); }
+__device__ __forceinline__ double sg_fabs(double x) { return fabs(x); }
+__device__ __forceinline__ float sg_exp(float x) { return expf(x); }
+__device__ __forceinline__ double sg_exp(double x) { return exp(x); }
+__device__ __forceinline__ float sg_log1p(float x) { return log1pf(x); }
+__device__ __forceinline__ double sg_log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float sg_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double sg_expm1(double x) { return expm1(x); }
+__device__ __forceinline__ float sg_erfc(float x) { return erfcf(x); }
+__device__ __forceinline__ double sg_erfc(double x) { return erfc(x); }
+template <typename T> __device__ __forceinline__ bool sg_isnan(T x) { return x != x; }
+
+// maximum/minimum: a NaN on either side wins
+template <typename T> __device__ __forceinline__ T sg_maximum(T a, T b) {
+  return (a > b || sg_isnan(a)) ? a : b;
+}
+template <typename T> __device__ __forceinline__ T sg_minimum(T a, T b) {
+  return (a < b || sg_isnan(a)) ? a : b;
+}
+template <typename T> __device__ __forceinline__ T sg_abs(T x) { return x < T(0) ? -x : x; }
+__device__ __forceinline__ float sg_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double sg_abs(double x) { return fabs(x); }
+// sign: 0 and NaN stay as they are
+template <typename T> __device__ __forceinline__ T sg_sign(T x) {
+  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);
+}
+// 1/(1 + e) or e/(1 + e) with e = exp(-|x|) <= 1: never overflows
+template <typename T> __device__ __forceinline__ T sg_sigmoid(T x) {
+  T e = sg_exp(-sg_fabs(x));
+  return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+// log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))
+template <typename T> __device__ __forceinline__ T sg_softplus(T x) {
+  return sg_maximum(x, T(0)) + sg_log1p(sg_exp(-sg_fabs(x)));
+}
+// x*Phi(x) = x/2*erfc(-x/sqrt2): no cancellation for x << 0
+template <typename T> __device__ __forceinline__ T sg_gelu(T x) {
+  return T(0.5) * x * sg_erfc(-x * T(0.70710678118654752440));
+}
+template <typename T> __device__ __forceinline__ T sg_leaky_relu(T x, T slope) {
+  return x > T(0) ? x : x * slope;
+}
+template <typename T> __device__ __forceinline__ T sg_elu(T x, T alpha) {
+  return x > T(0) ? x : alpha * sg_expm1(x < T(0) ? x : T(0));
+}
+// integer power by squaring (a negative exponent gives 0 unless the base is +-1)
+template <typename T> __device__ __forceinline__ T sg_ipow(T x, T e) {
+  T out = 1;
+  for (int bit = 0; bit < 32; ++bit) {
+    if (e & 1) out *= x;
+    x *= x;
+    e >>= 1;
+  }
+  return out;
+}
+__device__ __forceinline__ long long sg_imin(long long a, long long b) { return a < b ? a : b; }
+// a safe index in [0, n) for a value a select will discard
+__device__ __forceinline__ long long sg_clamp(long long i, long long n) {
+  return i < 0 ? 0 : (i > n - 1 ? n - 1 : i);
+}
+// argmax: the first largest; the first NaN wins
+template <typename T> __device__ __forceinline__ bool sg_better(T x, T best) {
+  return x > best || (sg_isnan(x) && !sg_isnan(best));
+}
+
+struct sg_add {
+  template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct sg_max {
+  template <typename T> __device__ T operator()(T a, T b) const { return sg_maximum(a, b); }
+};
+struct sg_min {
+  template <typename T> __device__ T operator()(T a, T b) const { return sg_minimum(a, b); }
+};
+
+// One value per thread in, the block's total out (in thread 0): a fixed tree of warp
+// shuffles, then warp 0 combines the warps' totals from shared memory. The order depends
+// only on blockDim (a multiple of 32), so results repeat run to run.
+template <typename T, typename Op>
+__device__ T sg_block_reduce(T v, T identity, Op op) {
+  __shared__ T warp_totals[32];
+  const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int d = 16; d > 0; d /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, d));
+  if (lane == 0) warp_totals[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < blockDim.x / 32 ? warp_totals[lane] : identity;
+    for (int d = 16; d > 0; d /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, d));
+  }
+  __syncthreads();  // warp_totals is reused by the next call
+  return v;
+}
+"""

@@ -1,0 +1,239 @@
+"""Running a graph through the CUDA backend: lower for the GPU, print CUDA C, compile, launch.
+
+Feeds are checked exactly as the NumPy reference checks them, before anything runs. Inputs
+are copied to the device per call; parameters stay there between calls
+(``cuda_memory``); outputs, temporaries and the partials of the reductions live in one
+device allocation per function, grown when a larger batch needs it. A call launches each
+kernel of the program in order (a pass over the batch on a grid of blocks, its combine
+kernel, the stages between passes on one block), waits, and only then copies results back
+or, for a training step, makes the new parameter values current on the device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+
+from symgrad.codegen.cuda import CudaKernel, CudaProgram, render_cuda
+from symgrad.codegen.lower import Program, lower
+from symgrad.expr.evaluate import (
+    Outputs,
+    as_outputs,
+    check_dims_bound,
+    check_feeds,
+    graph_inputs,
+    run_graph,
+    symbolic_dims,
+)
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.shapes import size_of
+from symgrad.runtime import cuda_compile, cuda_memory
+from symgrad.runtime.cuda_driver import NoCudaDriverError, get_driver
+from symgrad.runtime.llvm_function import _fails, _size_guards
+
+# Per-thread partials that do not fit in registers live in global memory: the grid of a
+# pass is cut so that they take at most this many bytes.
+PARTIAL_BYTES = 256 << 20
+_ALIGN = 256
+
+
+class CUDAFunction:
+    """Outputs compiled to CUDA kernels; call with feeds by input name."""
+
+    def __init__(self, outputs: Outputs, fast_math: bool = False):
+        self.outputs, self._single = as_outputs(outputs)
+        self.inputs = graph_inputs(self.outputs)
+        self._dims = symbolic_dims(self.outputs)
+        self.program: Program = lower(self.outputs, target="gpu")
+        self.cuda: CudaProgram = render_cuda(self.program, fast_math)
+        self._guards = _size_guards(self.outputs)
+        self._driver: Any = None
+        self._module: Any = None
+        self._consts: dict[str, int] = {}
+        self._arena: tuple[int, int] | None = None  # (address, bytes)
+        try:  # compile now, so an error in generated code shows at once
+            self._load()
+        except NoCudaDriverError:
+            if cuda_compile.compiler() is not None:
+                cuda_compile.compile_cubin(self.source, cuda_compile.ARCHS[0])
+
+    @property
+    def source(self) -> str:
+        """The CUDA C source of every kernel."""
+        return self.cuda.source
+
+    def cubin(self, arch: str = "sm_80") -> bytes:
+        """The kernels compiled for ``arch`` (no GPU needed)."""
+        return cuda_compile.compile_cubin(self.source, arch)
+
+    @property
+    def plan(self) -> str:
+        return self.program.plan_text
+
+    @property
+    def loop_ir(self) -> str:
+        return str(self.program)
+
+    @property
+    def asm(self) -> str:
+        raise AttributeError("the cuda backend has no host assembly; .source is the CUDA C "
+                             "and .cubin(arch) the compiled kernels")
+
+    def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        arrays, sizes = check_feeds(self.inputs, feeds)
+        check_dims_bound(self._dims, sizes)
+        results = self.run(arrays, sizes)
+        return results[0] if self._single else tuple(results)
+
+    # -- running -----------------------------------------------------------------------
+    def _load(self) -> Any:
+        driver = get_driver()
+        if self._driver is not driver:
+            self._module = driver.load(self.source, self.cuda.kernels)
+            self._driver, self._arena = driver, None
+            self._consts = {}
+            for name, array in self.program.const_arrays.items():
+                self._consts[name] = address = driver.alloc(array.nbytes)
+                driver.upload(address, np.ascontiguousarray(array))
+        return driver
+
+    def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
+            commit: dict[int, Any] | None = None) -> list[np.ndarray | None]:
+        """Run on checked feeds. ``commit`` maps output positions to parameter slots whose
+        new value that output is: written on the device once every kernel has finished,
+        and returned as ``None``."""
+        if any(_fails(g, sizes, arrays) for g in self._guards):
+            # what the reference checks as it runs (an index past a symbolic axis, an empty
+            # max, labels out of range): it raises its own error, or computes the value
+            results = run_graph(self.outputs, arrays, sizes)
+            for i, slot in (commit or {}).items():
+                slot.value[...] = results[i]
+                results[i] = None
+            return results
+        driver = self._load()
+        prog = self.program
+        batch = sizes.get(prog.plan.batch, 0) if prog.plan.batch else 0
+        block = driver.block_size
+        grids = self._grids(driver, sizes, batch)
+        addresses = self._addresses(driver, arrays, sizes, grids, block)
+        for k in self.cuda.kernels:
+            grid = grids.get(k.stage, 1) if k.launch == "pass" else \
+                self._combine_grid(driver, k, sizes) if k.launch == "combine" else 1
+            args = self._args(k, addresses, sizes, batch, grids.get(k.stage, 1))
+            driver.launch(self._module, k.name, grid, block, args)
+        driver.synchronize()  # a failed kernel raises here, before anything is committed
+        results: list[np.ndarray | None] = []
+        for i, o in enumerate(prog.outputs):
+            if commit and i in commit and o in prog.node_buffer:
+                cuda_memory.commit(commit[i], driver, addresses[prog.node_buffer[o]])
+                results.append(None)
+            else:
+                results.append(self._result(o, driver, addresses, arrays, sizes))
+        for i, slot in (commit or {}).items():  # an output that is a leaf: a host value
+            if results[i] is not None:
+                slot.value[...] = results[i]
+                results[i] = None
+        return results
+
+    def _grids(self, driver: Any, sizes: dict, batch: int) -> dict[int, int]:
+        """Blocks per pass: enough for the batch, at most the driver's limit, and few enough
+        that spilled partials fit their budget."""
+        block = driver.block_size
+        grids = {}
+        for stage, accs in self.program.accumulators.items():
+            grid = max(1, min(driver.max_blocks, -(-batch // block)))
+            for acc in accs:
+                slot = self.cuda.partials[acc.partial]
+                if not slot.in_registers:
+                    per_thread = size_of(slot.shape, sizes) * slot.dtype.itemsize
+                    grid = max(1, min(grid, PARTIAL_BYTES // max(1, block * per_thread)))
+            grids[stage] = grid
+        return grids
+
+    def _combine_grid(self, driver: Any, k: CudaKernel, sizes: dict) -> int:
+        most = max(size_of(self.cuda.partials[p].shape, sizes) for p in k.partials)
+        return max(1, min(driver.max_blocks, -(-most // driver.block_size)))
+
+    def _addresses(self, driver: Any, arrays: dict, sizes: dict, grids: dict,
+                   block: int) -> dict[str, int]:
+        """Every buffer's device address; inputs uploaded, parameters made current."""
+        prog = self.program
+        node_of = {name: n for n, name in prog.node_buffer.items()}
+        layout: list[tuple[str, int]] = []
+        for name, spec in prog.buffers.items():
+            if spec.role in ("output", "temp"):
+                layout.append((name, size_of(spec.shape, sizes) * np.dtype(spec.dtype).itemsize))
+            elif spec.role == "input":
+                layout.append((name, arrays[node_of[name].name].nbytes))
+        stage_of = {p: stage for stage, accs in prog.accumulators.items() for p in
+                    (a.partial for a in accs)}
+        for name, slot in self.cuda.partials.items():
+            grid = grids.get(stage_of[name], 1)
+            each = size_of(slot.shape, sizes) * slot.dtype.itemsize
+            layout.append((name + "_blocks", grid * each))
+            if not slot.in_registers:
+                layout.append((name + "_threads", grid * block * each))
+        offsets, total = {}, 0
+        for name, nbytes in layout:
+            offsets[name] = total
+            total += -(-max(nbytes, 1) // _ALIGN) * _ALIGN
+        if self._arena is None or self._arena[1] < total:
+            if self._arena is not None:
+                driver.free(self._arena[0])
+            self._arena = (driver.alloc(total), total)
+        base = self._arena[0]
+        out = {name: base + off for name, off in offsets.items()}
+        for name, spec in prog.buffers.items():
+            if spec.role == "input":
+                driver.upload(out[name], np.ascontiguousarray(arrays[node_of[name].name]))
+            elif spec.role == "param":
+                out[name] = cuda_memory.device_address(node_of[name].arg, driver)
+            elif spec.role == "const":
+                out[name] = self._consts[name]
+        return out
+
+    def _args(self, k: CudaKernel, addresses: dict, sizes: dict, batch: int,
+              grid: int) -> list:
+        args: list = []
+        for kind, name in k.args:
+            if kind == "buf":
+                args.append(ctypes.c_void_p(addresses[name]))
+            elif kind in ("threads", "blocks"):
+                args.append(ctypes.c_void_p(addresses[f"{name}_{kind}"]))
+            elif kind == "dim":
+                args.append(ctypes.c_int64(sizes[name]))
+            elif kind == "start":
+                args.append(ctypes.c_int64(0))
+            elif kind == "stop":
+                args.append(ctypes.c_int64(batch))
+            else:  # blocks_count: how many blocks the pass ran
+                args.append(ctypes.c_int64(grid))
+        return args
+
+    def _result(self, o, driver: Any, addresses: dict, arrays: dict,
+                sizes: dict) -> np.ndarray:
+        if o.op is INPUT:
+            return arrays[o.name].copy()
+        if o.op is PARAM:
+            return o.arg.value.copy()
+        if o.op is CONST:
+            return np.array(o.arg.array)
+        if o.op is SIZE:
+            return np.asarray(size_of(o.arg[0], sizes), o.dtype)
+        name = self.program.node_buffer[o]
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in o.shape)
+        out = np.empty(shape, o.dtype)
+        driver.download(addresses[name], out)
+        return out
+
+    def __del__(self):
+        try:
+            if self._driver is not None:
+                if self._arena is not None:
+                    self._driver.free(self._arena[0])
+                for address in self._consts.values():
+                    self._driver.free(address)
+        except Exception:  # interpreter shutdown
+            pass
