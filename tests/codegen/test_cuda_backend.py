@@ -22,8 +22,7 @@ import pytest
 from diffhelp import OP_CASES, case_feeds, weighted_sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_llvm_backend import BATCHED, _batch_tolerance, _batched_feeds, _loss_graph, \
-    _sum_tolerance
+from test_llvm_backend import BATCHED, _batch_tolerance, _batched_feeds, _loss_graph, _sum_tolerance
 from test_ops import CASES
 
 import symgrad as sg
