@@ -1,8 +1,9 @@
 """Seeing every stage of a compiled training step: softmax regression 784 -> 10.
 
 Prints the derivative formulas (text and LaTeX), the step's plan (what each pass over the
-batch fuses), the loop IR every backend is generated from, and the head of the LLVM IR and
-of the machine code.
+batch fuses), the loop IR every backend is generated from, the head of the LLVM IR and of
+the machine code, and the same step as CUDA C (compiled to cubins for sm_80 and sm_90 when
+NVRTC or nvcc is installed; run when there is a GPU).
 
 Run: python examples/inspect_kernels.py [--lines 40]
 """
@@ -14,6 +15,8 @@ import sys
 import numpy as np
 
 import symgrad as sg
+from symgrad.runtime import cuda_compile
+from symgrad.runtime.cuda_driver import NoCudaDriverError
 
 
 def head(text: str, lines: int) -> str:
@@ -76,6 +79,21 @@ def main(argv: list[str]) -> None:
     section("running it")
     for i in range(3):
         print(f"step {i + 1}: loss {step(**batch):.5f}")
+
+    gpu_step = sg.compile_step(loss, sg.optim.SGD(lr=0.1), backend="cuda")
+    kernel_at = gpu_step.source.index("// pass 1")
+    section(f"CUDA C, the kernels' first {lines} lines "
+            f"({len(gpu_step.source.splitlines())} in all, with the helpers)")
+    print(head(gpu_step.source[kernel_at:], lines))
+    if cuda_compile.compiler() is not None:
+        sizes = ", ".join(f"{arch} {len(gpu_step.cubin(arch))} bytes"
+                          for arch in cuda_compile.ARCHS)
+        print(f"\ncompiled with {cuda_compile.compiler()}: {sizes}")
+    try:
+        for i in range(3):
+            print(f"GPU step {i + 1}: loss {gpu_step(**batch):.5f}")
+    except NoCudaDriverError as error:
+        print(f"\nnot run here: {error}")
 
 
 if __name__ == "__main__":

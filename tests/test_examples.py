@@ -89,6 +89,10 @@ def test_inspect_kernels():
     assert re.search(r"^pass1:$", asm, re.M)  # the machine code of the first pass
     assert len(re.findall(r"^\t[a-z]\w*\t", asm, re.M)) > 20  # instructions
     assert re.search(r"step 3: loss \d", out)
+    cuda = out.split("CUDA C, the kernels' first")[1]
+    assert 'extern "C" __global__ void pass1(' in cuda and "const float* __restrict__ X" in cuda
+    assert "compiled with " in cuda and "sm_90 " in cuda
+    assert "GPU step 3: loss" in cuda or "no CUDA driver was found" in cuda
 
 
 def test_derivative_table():

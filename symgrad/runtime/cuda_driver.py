@@ -197,7 +197,7 @@ def get_driver() -> Any:
         except Exception as e:  # no libcuda, no device, driver too old
             _tried.append(f"{make.name}: {type(e).__name__}: {e}")
     raise NoCudaDriverError(
-        "backend='cuda' found no CUDA driver to run on (" + "; ".join(_tried) + "). The "
+        "backend='cuda': no CUDA driver was found to run on (" + "; ".join(_tried) + "). The "
         "CUDA source is still generated and compiled (.source); to run, use a machine with "
         "an NVIDIA GPU and driver and `pip install symgrad[cuda]`, or use backend='llvm' "
         "(the CPU).")

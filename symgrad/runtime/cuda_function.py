@@ -81,6 +81,11 @@ class CUDAFunction:
         raise AttributeError("the cuda backend has no host assembly; .source is the CUDA C "
                              "and .cubin(arch) the compiled kernels")
 
+    @property
+    def optimized_source(self) -> str:
+        raise AttributeError("the cuda backend has no optimized IR to show; .source is the "
+                             "CUDA C and .cubin(arch) the compiled kernels")
+
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)

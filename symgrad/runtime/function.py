@@ -28,10 +28,13 @@ class Function:
     >>> print(f.plan)          # what each compiled kernel computes, pass by pass
     """
 
-    def __init__(self, outputs: Outputs, backend: str = "llvm"):
+    def __init__(self, outputs: Outputs, backend: str = "llvm", fast_math: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"got {backend!r}")
+        if fast_math and backend != "cuda":
+            raise ValueError(f"fast_math=True is an option of backend='cuda' (its __expf, "
+                             f"__logf, ... approximations), not of {backend!r}")
         self.backend = backend
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
@@ -44,7 +47,7 @@ class Function:
         elif backend == "cuda":
             from symgrad.runtime.cuda_function import CUDAFunction
 
-            self._compiled = CUDAFunction(self.outputs)
+            self._compiled = CUDAFunction(self.outputs, fast_math=fast_math)
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         results = self.run(feeds)
@@ -88,6 +91,10 @@ class Function:
         """The machine code, as assembly text."""
         return self._need_compiled("asm").asm
 
+    def cubin(self, arch: str = "sm_80") -> bytes:
+        """cuda: the kernels compiled for ``arch`` (``"sm_80"``, ``"sm_90"``; no GPU needed)."""
+        return self._need_compiled("cubin").cubin(arch)
+
     @property
     def plan(self) -> str:
         """The kernels and what each fuses, pass by pass over the batch."""
@@ -103,13 +110,14 @@ class Function:
         return f"<symgrad.Function backend={self.backend!r} inputs=({names})>"
 
 
-def function(outputs: Outputs, backend: str = "llvm") -> Function:
+def function(outputs: Outputs, backend: str = "llvm", fast_math: bool = False) -> Function:
     """Compile ``outputs`` (one node or a list) for a backend: ``"llvm"`` (the default,
     vectorized multi-core CPU code), ``"cuda"`` (CUDA C for NVIDIA GPUs; without a GPU it
     still generates and compiles the source, and raises when called), ``"numpy"`` (the
-    reference interpreter).
+    reference interpreter). ``fast_math=True`` (cuda only) uses the GPU's approximate
+    ``__expf``/``__logf``/``__sinf``/``__cosf`` for float32.
 
     >>> f = sg.function(sg.mean((w * x - y) ** 2))
     >>> f(x=[1.0, 2.0], y=[2.0, 4.0])
     """
-    return Function(outputs, backend)
+    return Function(outputs, backend, fast_math)

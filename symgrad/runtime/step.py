@@ -38,7 +38,7 @@ class Step:
     """
 
     def __init__(self, loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
-                 backend: str = "llvm"):
+                 backend: str = "llvm", fast_math: bool = False):
         if not isinstance(loss, Expr) or loss.shape != ():
             shape = getattr(loss, "shape", None)
             raise ValueError(f"compile_step: the loss must be a scalar expression, got "
@@ -72,7 +72,7 @@ class Step:
         watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
         self.watched: dict[str, dict[str, object]] = {}
         outputs = simplify([loss] + [value for _, value in updates]) + watch_outputs
-        self._function = Function(outputs, backend)
+        self._function = Function(outputs, backend, fast_math)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
         self._model_inputs = graph_inputs([loss])
@@ -139,6 +139,9 @@ class Step:
     def plan(self) -> str:
         return self._function.plan
 
+    def cubin(self, arch: str = "sm_80") -> bytes:
+        return self._function.cubin(arch)
+
     @property
     def loop_ir(self) -> str:
         return self._function.loop_ir
@@ -150,7 +153,7 @@ class Step:
 
 
 def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
-                 backend: str = "llvm") -> Step:
+                 backend: str = "llvm", fast_math: bool = False) -> Step:
     """Compile one training step of ``optimizer`` on ``loss``: every parameter the loss
     depends on (or ``params``) is updated in place by each call.
 
@@ -158,4 +161,4 @@ def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = Non
     >>> value = step(X=images, labels=digits)
     >>> step.optimizer.lr = 1e-4          # takes effect at the next call, no recompiling
     """
-    return Step(loss, optimizer, params, backend)
+    return Step(loss, optimizer, params, backend, fast_math)
