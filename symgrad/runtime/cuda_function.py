@@ -12,6 +12,7 @@ or, for a training step, makes the new parameter values current on the device.
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any
 
 import numpy as np
@@ -87,10 +88,39 @@ class CUDAFunction:
                              "CUDA C and .cubin(arch) the compiled kernels")
 
     def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        feeds, on_device = self.device_feeds(feeds)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        results = self.run(arrays, sizes)
+        results = self.run(arrays, sizes, on_device=on_device)
         return results[0] if self._single else tuple(results)
+
+    def device_feeds(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Split off feeds that already live on the GPU (anything with
+        ``__cuda_array_interface__``: CuPy, PyTorch CUDA tensors, Numba, pycuda's GPUArray):
+        they are read in place, never copied. Each must be C-contiguous and of the input's
+        own dtype (no conversion on the device); its shape is checked like any feed's, by a
+        stand-in of that shape (so one_hot's label range is not checked for them)."""
+        host, on_device = {}, {}
+        for name, value in feeds.items():
+            iface = getattr(value, "__cuda_array_interface__", None)
+            if iface is None:
+                host[name] = value
+                continue
+            dtype, shape = np.dtype(iface["typestr"]), tuple(iface["shape"])
+            node = self.inputs.get(name)
+            if node is not None and dtype != node.dtype:
+                raise TypeError(f"input {name!r}: expected a {node.dtype} array, got a device "
+                                f"array of dtype {dtype} (device arrays are not converted)")
+            contiguous = tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) * dtype.itemsize
+                               for i in range(len(shape)))
+            strides = iface.get("strides")
+            if strides is not None and tuple(strides) != contiguous and math.prod(shape) > 1:
+                raise ValueError(f"input {name!r}: a device array must be C-contiguous, got "
+                                 f"strides {tuple(strides)} for shape {shape}")
+            host[name] = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape,
+                                                         (0,) * len(shape))
+            on_device[name] = int(iface["data"][0])
+        return host, on_device
 
     # -- running -----------------------------------------------------------------------
     def _load(self) -> Any:
@@ -105,11 +135,17 @@ class CUDAFunction:
         return driver
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
-            commit: dict[int, Any] | None = None) -> list[np.ndarray | None]:
+            commit: dict[int, Any] | None = None,
+            on_device: dict[str, int] | None = None) -> list[np.ndarray | None]:
         """Run on checked feeds. ``commit`` maps output positions to parameter slots whose
         new value that output is: written on the device once every kernel has finished,
-        and returned as ``None``."""
+        and returned as ``None``. ``on_device``: inputs given as device addresses."""
+        on_device = on_device or {}
         if any(_fails(g, sizes, arrays) for g in self._guards):
+            if on_device:
+                raise ValueError("this graph needs a check the NumPy reference makes while it "
+                                 "runs (an index past a symbolic axis, a max over no samples)"
+                                 "; feed host arrays for it")
             # what the reference checks as it runs (an index past a symbolic axis, an empty
             # max, labels out of range): it raises its own error, or computes the value
             results = run_graph(self.outputs, arrays, sizes)
@@ -122,7 +158,7 @@ class CUDAFunction:
         batch = sizes.get(prog.plan.batch, 0) if prog.plan.batch else 0
         block = driver.block_size
         grids = self._grids(driver, sizes, batch)
-        addresses = self._addresses(driver, arrays, sizes, grids, block)
+        addresses = self._addresses(driver, arrays, sizes, grids, block, on_device)
         for k in self.cuda.kernels:
             grid = grids.get(k.stage, 1) if k.launch == "pass" else \
                 self._combine_grid(driver, k, sizes) if k.launch == "combine" else 1
@@ -162,7 +198,7 @@ class CUDAFunction:
         return max(1, min(driver.max_blocks, -(-most // driver.block_size)))
 
     def _addresses(self, driver: Any, arrays: dict, sizes: dict, grids: dict,
-                   block: int) -> dict[str, int]:
+                   block: int, on_device: dict[str, int]) -> dict[str, int]:
         """Every buffer's device address; inputs uploaded, parameters made current."""
         prog = self.program
         node_of = {name: n for n, name in prog.node_buffer.items()}
@@ -170,7 +206,7 @@ class CUDAFunction:
         for name, spec in prog.buffers.items():
             if spec.role in ("output", "temp"):
                 layout.append((name, size_of(spec.shape, sizes) * np.dtype(spec.dtype).itemsize))
-            elif spec.role == "input":
+            elif spec.role == "input" and node_of[name].name not in on_device:
                 layout.append((name, arrays[node_of[name].name].nbytes))
         stage_of = {p: stage for stage, accs in prog.accumulators.items() for p in
                     (a.partial for a in accs)}
@@ -191,7 +227,9 @@ class CUDAFunction:
         base = self._arena[0]
         out = {name: base + off for name, off in offsets.items()}
         for name, spec in prog.buffers.items():
-            if spec.role == "input":
+            if spec.role == "input" and node_of[name].name in on_device:
+                out[name] = on_device[node_of[name].name]
+            elif spec.role == "input":
                 driver.upload(out[name], np.ascontiguousarray(arrays[node_of[name].name]))
             elif spec.role == "param":
                 out[name] = cuda_memory.device_address(node_of[name].arg, driver)

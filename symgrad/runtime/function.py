@@ -57,10 +57,13 @@ class Function:
         """Every output as a list. ``commit`` (output position -> parameter slot) makes
         those outputs the parameters' new values once the whole call has succeeded (on the
         GPU for ``cuda``, where they stay) and returns ``None`` in their place."""
+        on_device: dict[str, int] = {}
+        if self.backend == "cuda":  # arrays already on the GPU are read in place
+            feeds, on_device = self._compiled.device_feeds(feeds)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
         if self.backend == "cuda":
-            return self._compiled.run(arrays, sizes, commit)
+            return self._compiled.run(arrays, sizes, commit, on_device)
         if self._compiled is not None:
             results = self._compiled.run(arrays, sizes)
         else:

@@ -24,6 +24,12 @@ from symgrad.runtime.watch import watched_in
 __all__ = ["Step", "compile_step"]
 
 
+def _shape(value: Any) -> tuple:
+    """A feed's shape, device arrays (``__cuda_array_interface__``) included."""
+    iface = getattr(value, "__cuda_array_interface__", None)
+    return tuple(iface["shape"]) if iface is not None else np.shape(value)
+
+
 def _params_of(loss: Expr) -> list[Expr]:
     return [n for n in toposort([loss]) if n.op is PARAM]
 
@@ -81,9 +87,9 @@ class Step:
     # -- running -----------------------------------------------------------------------
     def __call__(self, **batch: Any) -> float:
         self._sync_hyper()
-        if any(np.shape(v)[:1] == (0,) for v in batch.values()):
+        if any(_shape(v)[:1] == (0,) for v in batch.values()):
             raise ValueError("a training step needs at least one sample; got an empty batch "
-                             f"({', '.join(f'{k}: {np.shape(v)}' for k, v in batch.items())})")
+                             f"({', '.join(f'{k}: {_shape(v)}' for k, v in batch.items())})")
         if self._dropped:
             check_feeds(self._model_inputs, batch)
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
