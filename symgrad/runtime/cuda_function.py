@@ -19,6 +19,7 @@ import numpy as np
 
 from symgrad.codegen.cuda import CudaKernel, CudaProgram, render_cuda
 from symgrad.codegen.lower import Program, lower
+from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import (
     Outputs,
     as_outputs,
@@ -165,14 +166,18 @@ class CUDAFunction:
             args = self._args(k, addresses, sizes, batch, grids.get(k.stage, 1))
             driver.launch(self._module, k.name, grid, block, args)
         driver.synchronize()  # a failed kernel raises here, before anything is committed
-        results: list[np.ndarray | None] = []
-        for i, o in enumerate(prog.outputs):
-            if commit and i in commit and o in prog.node_buffer:
-                cuda_memory.commit(commit[i], driver, addresses[prog.node_buffer[o]])
-                results.append(None)
-            else:
-                results.append(self._result(o, driver, addresses, arrays, sizes))
-        for i, slot in (commit or {}).items():  # an output that is a leaf: a host value
+        commit = commit or {}
+        # every result first (an output may be a parameter's value before this step)...
+        computed = [o in prog.node_buffer and o.op not in LEAVES for o in prog.outputs]
+        results: list[np.ndarray | None] = [
+            None if i in commit and computed[i] else
+            self._result(o, driver, addresses, arrays, sizes, on_device)
+            for i, o in enumerate(prog.outputs)]
+        # ...then the new values: computed ones by a copy on the device, leaves from the host
+        for i, slot in commit.items():
+            if computed[i]:
+                cuda_memory.commit(slot, driver, addresses[prog.node_buffer[prog.outputs[i]]])
+        for i, slot in commit.items():
             if results[i] is not None:
                 slot.value[...] = results[i]
                 results[i] = None
@@ -255,8 +260,12 @@ class CUDAFunction:
                 args.append(ctypes.c_int64(grid))
         return args
 
-    def _result(self, o, driver: Any, addresses: dict, arrays: dict,
-                sizes: dict) -> np.ndarray:
+    def _result(self, o, driver: Any, addresses: dict, arrays: dict, sizes: dict,
+                on_device: dict[str, int]) -> np.ndarray:
+        if o.op is INPUT and o.name in on_device:  # fed on the device: its values are there
+            out = np.empty(arrays[o.name].shape, o.dtype)
+            driver.download(on_device[o.name], out)
+            return out
         if o.op is INPUT:
             return arrays[o.name].copy()
         if o.op is PARAM:
