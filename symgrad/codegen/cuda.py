@@ -67,12 +67,13 @@ class CudaProgram:
 def render_cuda(prog: Program, fast_math: bool = False, title: str = "symgrad") -> CudaProgram:
     """CUDA C for a program lowered with ``target="gpu"``."""
     names = _buffer_names(prog)
+    members = _plan_lines(prog.plan_text)
     dims = {d: _dim_name(d, i, set(names.values())) for i, d in enumerate(prog.dims)}
     kernels: list[CudaKernel] = []
     texts: list[str] = []
     partials: dict[str, PartialSlot] = {}
-    for kernel, stage in zip(prog.kernels, prog.stages):
-        printer = _KernelPrinter(kernel, prog, names, dims, fast_math)
+    for kernel, stage, fused in zip(prog.kernels, prog.stages, members):
+        printer = _KernelPrinter(kernel, prog, names, dims, fast_math, fused)
         if stage % 2:
             accs = prog.accumulators.get(stage, [])
             for acc in accs:
@@ -131,6 +132,18 @@ def _buffer_names(prog: Program) -> dict[str, str]:
     return out
 
 
+def _plan_lines(plan_text: str) -> list[list[str]]:
+    """The plan's member lines ("v6: matmul float32 (784, 10) (accumulates over N)"), one
+    list per stage, in kernel order."""
+    groups: list[list[str]] = []
+    for line in plan_text.splitlines()[1:]:
+        if line.startswith("    "):
+            groups[-1].append(line.strip())
+        elif line.startswith("  "):
+            groups.append([])
+    return groups
+
+
 def _dim_name(d: str, i: int, buffers: set[str]) -> str:
     ok = d.isidentifier() and d not in _RESERVED and d not in buffers and not d.startswith("sg_")
     return d if ok else f"dim{i}"
@@ -138,9 +151,11 @@ def _dim_name(d: str, i: int, buffers: set[str]) -> str:
 
 class _KernelPrinter:
     def __init__(self, kernel: L.Kernel, prog: Program, names: dict[str, str],
-                 dims: dict[str, str], fast: bool):
+                 dims: dict[str, str], fast: bool, fused: list[str]):
         self.kernel, self.prog, self.dims, self.fast = kernel, prog, dims, fast
         self.names = names
+        # one comment line per value the kernel computes, from the plan
+        self.fused = "".join(f"\n//   {line}" for line in fused)
         self.types: dict[str, np.dtype] = {n: np.dtype(b.dtype) for n, b in prog.buffers.items()}
         self.local_types: dict[str, str] = {}
         self.acc_types: dict[str, np.dtype] = {}
@@ -158,7 +173,7 @@ class _KernelPrinter:
             else:  # lets and whole reductions: every thread computes the same value
                 lines += self.stmt(s, 1)
         what = "before the data" if stage == 0 else f"after pass {stage // 2}"
-        comment = f"// {what}, one block: {', '.join(self.kernel.fuses)}"
+        comment = f"// {what}, one block:{self.fused}"
         return self._function(self.kernel.name, comment, lines, [], "block", stage, [])
 
     def pass_kernel(self, stage: int, accs: list[Accumulator],
@@ -187,8 +202,7 @@ class _KernelPrinter:
             else:
                 lines += self.stmt(s, 1)
         lines += self._block_reduce(accs, partials)
-        comment = (f"// pass {stage // 2 + 1} over {batch}, a grid-stride loop: "
-                   f"{', '.join(self.kernel.fuses)}")
+        comment = f"// pass {stage // 2 + 1} over {batch}, a grid-stride loop:{self.fused}"
         return self._function(self.kernel.name, comment, lines, extra, "pass", stage,
                               [a.partial for a in accs], batch_range=True)
 

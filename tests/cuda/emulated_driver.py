@@ -131,9 +131,11 @@ class EmulatedDriver:
     max_blocks = 3  # the runtime launches at most this many blocks per grid
     multiprocessors = 1
 
-    def __init__(self, cache_dir: str | None = None, precompiled_header: bool = True):
+    def __init__(self, cache_dir: str | None = None, precompiled_header: bool = True,
+                 check_cubins: bool = True):
         self.cache_dir = cache_dir or _default_cache_dir()
         self.precompiled_header = precompiled_header
+        self.check_cubins = check_cubins
         self.compile_count = 0  # modules compiled by this driver (cache misses)
         self._buffers: dict[int, tuple[np.ndarray, int]] = {}  # address -> (storage, nbytes)
         self._starts: list[int] = []  # sorted addresses, for interior-pointer lookups
@@ -141,6 +143,15 @@ class EmulatedDriver:
 
     # -- modules ---------------------------------------------------------------------------------
     def load(self, source: str, kernels: list) -> EmulatedModule:
+        """Compile and load for the emulator; where NVRTC or nvcc is installed, also compile
+        the same source to cubins for every architecture CI checks (a real GPU's compiler
+        accepts every kernel the suite runs here: a compile error raises with the source)."""
+        if self.check_cubins:
+            from symgrad.runtime import cuda_compile
+
+            if cuda_compile.compiler() is not None:
+                for arch in cuda_compile.ARCHS:
+                    cuda_compile.compile_cubin(source, arch)
         wrapper = _wrapper(kernels)
         text = source + "\n" + wrapper
         key = hashlib.sha256("\0".join([source, wrapper, HEADER.read_text(), " ".join(FLAGS)])
