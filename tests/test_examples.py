@@ -90,7 +90,8 @@ def test_inspect_kernels():
     assert len(re.findall(r"^\t[a-z]\w*\t", asm, re.M)) > 20  # instructions
     assert re.search(r"step 3: loss \d", out)
     cuda = out.split("CUDA C, the kernels' first")[1]
-    assert 'extern "C" __global__ void pass1(' in cuda and "const float* __restrict__ X" in cuda
+    assert 'extern "C" __global__ void __launch_bounds__(256) pass1(' in cuda
+    assert "const float* __restrict__ X" in cuda
     assert "compiled with " in cuda and "sm_90 " in cuda
     assert "GPU step 3: loss" in cuda or "no CUDA driver was found" in cuda
 

@@ -28,7 +28,7 @@ from symgrad.codegen.cuda_ops import BY_NAME, PRELUDE, ctype, literal
 from symgrad.codegen.lower import Accumulator, Program, value_dtype
 
 REGISTER_PARTIAL = 16  # partials up to this many elements stay in registers
-_IDENTITY = {"sum": 0, "max": -np.inf, "min": np.inf}
+MAX_BLOCK = 256  # threads per block every kernel is compiled for (__launch_bounds__)
 _COMBINE = {"sum": "sg_add", "max": "sg_max", "min": "sg_min"}
 
 
@@ -101,7 +101,9 @@ _RESERVED = set("""thread el th cand blk total first stride blocks start stop sl
     false float for goto if inline int long new operator private protected public register
     return short signed sizeof static struct switch template this true typedef typename union
     unsigned using virtual void volatile while threadIdx blockIdx blockDim gridDim warpSize
-    INFINITY NAN""".split())
+    INFINITY NAN threads""".split()) | {
+        f"{name}{suffix}" for name in """exp log log1p expm1 sqrt sin cos tan tanh erf erfc
+        pow fabs fmax fmin abs""".split() for suffix in ("", "f")}
 
 
 def _local_names(body: list) -> set[str]:
@@ -125,7 +127,7 @@ def _buffer_names(prog: Program) -> dict[str, str]:
         taken |= _local_names(k.body)
     out = {}
     for name in prog.buffers:
-        c = name
+        c = name if name.isascii() else f"buf{len(out)}"  # NVRTC takes ASCII names only
         while c in taken or c.startswith("sg_") or c.startswith("__"):
             c += "_"
         out[name] = c
@@ -144,8 +146,22 @@ def _plan_lines(plan_text: str) -> list[list[str]]:
     return groups
 
 
+def identity(kind: str, dt: np.dtype) -> str:
+    """The C literal a ``sum``/``max``/``min`` partial starts from."""
+    dt = np.dtype(dt)
+    if kind == "sum":
+        return literal(0, dt)
+    if dt.kind == "b":
+        return literal(kind == "min", dt)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return literal(info.min if kind == "max" else info.max, dt)
+    return literal(-np.inf if kind == "max" else np.inf, dt)
+
+
 def _dim_name(d: str, i: int, buffers: set[str]) -> str:
-    ok = d.isidentifier() and d not in _RESERVED and d not in buffers and not d.startswith("sg_")
+    ok = (d.isidentifier() and d.isascii() and d not in _RESERVED and d not in buffers
+          and not d.startswith("sg_"))
     return d if ok else f"dim{i}"
 
 
@@ -157,8 +173,8 @@ class _KernelPrinter:
         # one comment line per value the kernel computes, from the plan
         self.fused = "".join(f"\n//   {line}" for line in fused)
         self.types: dict[str, np.dtype] = {n: np.dtype(b.dtype) for n, b in prog.buffers.items()}
-        self.local_types: dict[str, str] = {}
         self.acc_types: dict[str, np.dtype] = {}
+        self.spilled: set[str] = set()  # partials in global memory, interleaved by thread
 
     # -- kernels -----------------------------------------------------------------------
     def block_kernel(self, stage: int) -> tuple[str, CudaKernel]:
@@ -179,22 +195,26 @@ class _KernelPrinter:
     def pass_kernel(self, stage: int, accs: list[Accumulator],
                     partials: dict[str, PartialSlot]) -> tuple[str, CudaKernel]:
         batch = self.prog.plan.batch
-        lines = ["  const long long thread = (long long)blockIdx.x * blockDim.x + threadIdx.x;"]
+        lines = ["  const long long thread = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
+                 "  const long long threads = (long long)gridDim.x * blockDim.x;"]
         extra: list[tuple[str, str, str]] = []
         for acc in accs:
             slot = partials[acc.partial]
-            t, ident = ctype(slot.dtype), literal(_IDENTITY[slot.kind], slot.dtype)
+            t, ident = ctype(slot.dtype), identity(slot.kind, slot.dtype)
             if slot.in_registers:
                 lines.append(f"  {t} {slot.name}[{slot.size}];  // this thread's share of "
-                             f"{self._label(acc)}")
+                             f"{acc.target}")
                 lines.append(f"  for (int el = 0; el < {slot.size}; ++el) "
                              f"{slot.name}[el] = {ident};")
             else:
+                # element el of thread t's share at [el * threads + t]: neighbouring
+                # threads touch neighbouring addresses (coalesced)
+                self.spilled.add(slot.name)
                 extra.append((f"{t}* __restrict__", f"{slot.name}_threads", "threads"))
-                lines.append(f"  {t}* {slot.name} = {slot.name}_threads + thread * "
-                             f"({slot.size});  // this thread's share of {self._label(acc)}")
+                lines.append(f"  // this thread's share of {acc.target}: {slot.name}_threads"
+                             f"[el * threads + thread]")
                 lines.append(f"  for (long long el = 0; el < {slot.size}; ++el) "
-                             f"{slot.name}[el] = {ident};")
+                             f"{slot.name}_threads[el * threads + thread] = {ident};")
             extra.append((f"{t}* __restrict__", f"{slot.name}_blocks", "blocks"))
         for s in self.kernel.body:
             if isinstance(s, L.Loop) and s.index == "n":
@@ -215,7 +235,7 @@ class _KernelPrinter:
             slot = partials[acc.partial]
             if not slot.in_registers:
                 continue
-            t, ident = ctype(slot.dtype), literal(_IDENTITY[slot.kind], slot.dtype)
+            t, ident = ctype(slot.dtype), identity(slot.kind, slot.dtype)
             lines += [f"  for (int el = 0; el < {slot.size}; ++el) {{",
                       f"    const {t} total = sg_block_reduce({slot.name}[el], {ident}, "
                       f"{_COMBINE[slot.kind]}());",
@@ -228,14 +248,13 @@ class _KernelPrinter:
                       "threads' slices, in thread order",
                       "  __syncthreads();"]
         for slot in spilled:
-            t, ident = ctype(slot.dtype), literal(_IDENTITY[slot.kind], slot.dtype)
-            first = f"{slot.name}_threads + (long long)blockIdx.x * blockDim.x * ({slot.size})"
-            one = f"slices[th * ({slot.size}) + el]"
+            t, ident = ctype(slot.dtype), identity(slot.kind, slot.dtype)
+            first = "el * threads + (long long)blockIdx.x * blockDim.x"
+            one = f"{slot.name}_threads[{first} + th]"
             out = f"{slot.name}_blocks[(long long)blockIdx.x * ({slot.size}) + el]"
             lines += [f"  for (long long el = threadIdx.x; el < {slot.size}; el += blockDim.x) {{",
-                      f"    const {t}* slices = {first};",
                       f"    {t} total = {ident};",
-                      "    for (unsigned th = 0; th < blockDim.x; ++th) "
+                      "    for (long long th = 0; th < blockDim.x; ++th) "
                       f"total = {_combine(slot.kind, 'total', one)};",
                       f"    {out} = total;",
                       "  }"]
@@ -248,7 +267,7 @@ class _KernelPrinter:
         extra, used = [], set()
         for acc in accs:
             slot = partials[acc.partial]
-            t, ident = ctype(slot.dtype), literal(_IDENTITY[slot.kind], slot.dtype)
+            t, ident = ctype(slot.dtype), identity(slot.kind, slot.dtype)
             part = f"{slot.name}_blocks[blk * ({slot.size}) + el]"
             extra.append((f"const {t}* __restrict__", f"{slot.name}_blocks", "blocks"))
             used.add(acc.target)
@@ -262,7 +281,7 @@ class _KernelPrinter:
                 rows = self._size_text(acc.node.shape[:1])
                 cols = self._size_text(acc.node.shape[1:])
                 where = f"(el % ({rows})) * ({cols}) + el / ({rows})"
-            lines += [f"  // {self._label(acc)}: the blocks' partials in block order"
+            lines += [f"  // {acc.target}: the blocks' partials in block order"
                       + (", over the count" if acc.mean_of is not None else ""),
                       f"  for (long long el = first; el < {slot.size}; el += stride) {{",
                       f"    {t} total = {ident};",
@@ -302,7 +321,8 @@ class _KernelPrinter:
             args.append(("blocks_count", ""))
         sig = ",\n    ".join(f"{t} {n}" for t, n in params)
         body = "\n".join(lines)
-        out = f'{comment}\nextern "C" __global__ void {name}(\n    {sig})\n{{\n{body}\n}}\n'
+        out = (f'{comment}\nextern "C" __global__ void __launch_bounds__({MAX_BLOCK}) {name}(\n'
+               f'    {sig})\n{{\n{body}\n}}\n')
         return out, CudaKernel(name, params, args, launch, stage, partial_names)
 
     def partial_slot(self, acc: Accumulator) -> PartialSlot:
@@ -313,12 +333,14 @@ class _KernelPrinter:
             <= REGISTER_PARTIAL
         return PartialSlot(acc.partial, np.dtype(spec.dtype), size, acc.kind, small, shape)
 
-    def _label(self, acc: Accumulator) -> str:
-        return acc.target
-
     def _size_text(self, shape: tuple) -> str:
-        parts = [str(d) if isinstance(d, int) else self.dims[d] for d in shape]
-        return " * ".join(parts) if parts else "1"
+        """The number of elements of ``shape`` in C: constants folded (a long long literal
+        past int's range), times the symbolic sizes (long long parameters)."""
+        fixed = int(np.prod([d for d in shape if isinstance(d, int)], dtype=np.int64))
+        parts = [self.dims[d] for d in shape if not isinstance(d, int)]
+        if fixed != 1 or not parts:
+            parts.insert(0, f"{fixed}LL" if fixed >= 2**31 else str(fixed))
+        return " * ".join(parts)
 
     # -- statements --------------------------------------------------------------------
     def stmt(self, s, depth: int) -> list[str]:
@@ -327,7 +349,6 @@ class _KernelPrinter:
             return self._loop(s, depth)
         if isinstance(s, L.Let):
             t = ctype(value_dtype(s.value))
-            self.local_types[s.name] = t
             return [f"{pad}const {t} {s.name} = {self.expr(s.value)};"]
         if isinstance(s, L.Store):
             return [pad + self._store_text(s)]
@@ -360,14 +381,22 @@ class _KernelPrinter:
                     f"{i} += blockDim.x) {{")
         else:
             head = f"for (long long {i} = {start}; {i} < {stop}; ++{i}) {{"
-        out = [pad + head]
+        # a loop around other loops stays a loop and an innermost one unrolls 4 times: NVRTC
+        # fully unrolling nests of constant trip counts took 33 s for a 5-layer MLP step
+        nested = stride is not None or any(isinstance(st, L.Loop) for st in s.body)
+        out = [pad + ("#pragma unroll 1" if nested else "#pragma unroll 4"), pad + head]
         for st in s.body:
             out += self.stmt(st, depth + 1)
         return out + [pad + "}"]
 
     def _store_text(self, s: L.Store) -> str:
-        buf = self.names.get(s.buf, s.buf)  # scratch and partials keep their names
-        return f"{buf}[{self.expr(s.offset)}] = {self.expr(s.value, self._buf_type(s.buf))};"
+        target = self._element(s.buf, self.expr(s.offset))
+        return f"{target} = {self.expr(s.value, self._buf_type(s.buf))};"
+
+    def _element(self, buf: str, offset: str) -> str:
+        if buf in self.spilled:
+            return f"{buf}_threads[({offset}) * threads + thread]"
+        return f"{self.names.get(buf, buf)}[{offset}]"  # scratch and partials keep names
 
     def _buf_type(self, buf: str) -> np.dtype | None:
         return self.types.get(buf)
@@ -411,7 +440,7 @@ class _KernelPrinter:
         if isinstance(e, (L.Index, L.Local)):
             return e.name
         if isinstance(e, L.Load):
-            return f"{self.names.get(e.buf, e.buf)}[{self._expr(e.offset)}]"
+            return self._element(e.buf, self._expr(e.offset))
         if isinstance(e, L.IOp):
             a, b = self._expr(e.a), self._expr(e.b)
             if e.op == "min":

@@ -204,17 +204,18 @@ struct sg_min {
 
 // One value per thread in, the block's total out (in thread 0): a fixed tree of warp
 // shuffles, then warp 0 combines the warps' totals from shared memory. The order depends
-// only on blockDim (a multiple of 32), so results repeat run to run.
+// only on blockDim (a multiple of 32), so results repeat run to run. (A bool shuffles as
+// an int: cast back.)
 template <typename T, typename Op>
 __device__ T sg_block_reduce(T v, T identity, Op op) {
   __shared__ T warp_totals[32];
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int d = 16; d > 0; d /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, d));
+  for (int d = 16; d > 0; d /= 2) v = op(v, (T)__shfl_down_sync(0xffffffffu, v, d));
   if (lane == 0) warp_totals[warp] = v;
   __syncthreads();
   if (warp == 0) {
     v = lane < blockDim.x / 32 ? warp_totals[lane] : identity;
-    for (int d = 16; d > 0; d /= 2) v = op(v, __shfl_down_sync(0xffffffffu, v, d));
+    for (int d = 16; d > 0; d /= 2) v = op(v, (T)__shfl_down_sync(0xffffffffu, v, d));
   }
   __syncthreads();  // warp_totals is reused by the next call
   return v;

@@ -178,7 +178,8 @@ def param(name: str, shape: object = None, init: float | np.ndarray | Init = 0.0
     if value.shape != shp:
         raise ValueError(f"param {name!r}: initializer gave shape {fmt(value.shape)}, "
                          f"expected {fmt(shp)}")
-    return Expr(PARAM, (), ParamSlot(name, np.array(value, dtype=dt)))
+    # C order: compiled code and device copies read the bytes row-major
+    return Expr(PARAM, (), ParamSlot(name, np.array(value, dtype=dt, order="C")))
 
 
 def params(names: str, shape: object = None, init: float | np.ndarray | Init = 0.0,

@@ -67,11 +67,47 @@ def compile_cubin(source: str, arch: str = "sm_80") -> bytes:
         raise CudaCompileError(
             "no CUDA compiler found: install symgrad[cuda] (NVRTC through cuda-python) or "
             "the CUDA toolkit (nvcc on PATH or under $CUDA_HOME)")
-    key = (hashlib.sha256(source.encode()).hexdigest(), arch + which)
+    key = (hashlib.sha256(source.encode()).hexdigest(), f"{arch}-{which}{version()}")
     if key not in _cache:
-        _cache[key] = _nvrtc_compile(source, arch) if which == "nvrtc" else \
-            _nvcc_compile(source, arch)
+        path = _disk_path(key)
+        if path is not None and path.exists():
+            _cache[key] = path.read_bytes()
+        else:
+            _cache[key] = _nvrtc_compile(source, arch) if which == "nvrtc" else \
+                _nvcc_compile(source, arch)
+            if path is not None:  # written whole, then renamed: readers never see a part
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(_cache[key])
+                os.replace(tmp, path)
     return _cache[key]
+
+
+def _disk_path(key: tuple[str, str]):
+    """Where a cubin is kept between processes: the LLVM backend's cache directory
+    (``SYMGRAD_CACHE_DIR``, ...), under ``cuda/``; ``None`` when the disk cache is off."""
+    from symgrad.runtime import jit
+
+    root = jit.cache_dir()
+    if root is None:
+        return None
+    folder = root / "cuda"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key[0][:40]}-{key[1]}.cubin"
+
+
+@lru_cache(maxsize=1)
+def version() -> str:
+    """The compiler's CUDA version, ``"13.0"``: part of every cache key, and what the
+    driver must support to load its cubins."""
+    if _nvrtc() is not None:
+        _, major, minor = _nvrtc().nvrtcVersion()
+        return f"{major}.{minor}"
+    path = nvcc_path()
+    if path is None:
+        return "none"
+    out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    found = [w.strip(",") for w in out.split() if w[:1].isdigit() and "." in w]
+    return found[0] if found else "unknown"
 
 
 def _nvrtc_compile(source: str, arch: str) -> bytes:
@@ -115,3 +151,16 @@ def _nvcc_compile(source: str, arch: str) -> bytes:
                                    f"{done.stderr.strip()}\n\n{numbered(source)}")
         with open(out, "rb") as f:
             return f.read()
+
+
+def check_driver_version(driver_version: int) -> None:
+    """Raise when the driver (``cuDriverGetVersion``: 12040 is CUDA 12.4) is older than the
+    compiler's CUDA major version: it could not load the cubins."""
+    major = driver_version // 1000
+    ours = version()
+    if ours[:1].isdigit() and int(ours.split(".")[0]) > major:
+        raise CudaCompileError(
+            f"the CUDA compiler here ({compiler()} {ours}) makes cubins the installed driver "
+            f"(CUDA {major}.{driver_version % 1000 // 10}) cannot load: install the NVRTC of "
+            f"the driver's CUDA version (pip install nvidia-cuda-nvrtc-cu{major}) or a newer "
+            "driver")

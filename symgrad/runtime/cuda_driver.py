@@ -16,14 +16,17 @@ methods, on device addresses as ints:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import threading
 from typing import Any
 
 import numpy as np
 
-from symgrad.runtime.cuda_compile import compile_cubin
+from symgrad.codegen.cuda import MAX_BLOCK
+from symgrad.runtime.cuda_compile import check_driver_version, compile_cubin
 
-BLOCK_SIZE = 256  # threads per block: 8 warps
+BLOCK_SIZE = MAX_BLOCK  # threads per block: 8 warps, what the kernels are compiled for
 
 
 class NoCudaDriverError(RuntimeError):
@@ -46,6 +49,9 @@ class PyCudaDriver:
         self.device = cuda.Device(0)
         self.context = self.device.retain_primary_context()
         self.context.push()
+        # pycuda aborts the process at exit if a pushed context is still on the stack
+        atexit.register(self.context.pop)
+        check_driver_version(cuda.get_driver_version())
         major, minor = self.device.compute_capability()
         self.arch = f"sm_{major}{minor}"
         self.multiprocessors = self.device.get_attribute(
@@ -114,6 +120,9 @@ class CudaPythonDriver:
         self.context = self._check(cu.cuDevicePrimaryCtxRetain(self.device),
                                    "cuDevicePrimaryCtxRetain")
         self._check(cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        self._current = threading.local()  # the context is current per thread
+        self._current.set = True
+        check_driver_version(int(self._check(cu.cuDriverGetVersion(), "cuDriverGetVersion")))
         attr = cu.CUdevice_attribute
         major = self._attribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
         minor = self._attribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
@@ -133,40 +142,54 @@ class CudaPythonDriver:
                                f"{name.decode() if isinstance(name, bytes) else name}")
         return values[0] if len(values) == 1 else (tuple(values) or None)
 
+    def _make_current(self) -> None:
+        """Calls may come from any thread (a server, a notebook's background thread)."""
+        if not getattr(self._current, "set", False):
+            self._check(self.cu.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+            self._current.set = True
+
     def load(self, source: str, kernels: list) -> Any:
+        self._make_current()
         cubin = compile_cubin(source, self.arch)
         module = self._check(self.cu.cuModuleLoadData(cubin), "cuModuleLoadData")
         return {k.name: self._check(self.cu.cuModuleGetFunction(module, k.name.encode()),
                                     "cuModuleGetFunction") for k in kernels} | {"": module}
 
     def alloc(self, nbytes: int) -> int:
+        self._make_current()
         return int(self._check(self.cu.cuMemAlloc(max(nbytes, 1)), "cuMemAlloc"))
 
     def free(self, address: int) -> None:
+        self._make_current()
         self._check(self.cu.cuMemFree(self.cu.CUdeviceptr(address)), "cuMemFree")
 
     def upload(self, address: int, array: np.ndarray) -> None:
+        self._make_current()
         array = np.ascontiguousarray(array)
         if array.nbytes:
             self._check(self.cu.cuMemcpyHtoD(self.cu.CUdeviceptr(address), array.ctypes.data,
                                              array.nbytes), "cuMemcpyHtoD")
 
     def download(self, address: int, out: np.ndarray) -> None:
+        self._make_current()
         if out.nbytes:
             self._check(self.cu.cuMemcpyDtoH(out.ctypes.data, self.cu.CUdeviceptr(address),
                                              out.nbytes), "cuMemcpyDtoH")
 
     def copy(self, dst: int, src: int, nbytes: int) -> None:
+        self._make_current()
         if nbytes:
             self._check(self.cu.cuMemcpyDtoD(self.cu.CUdeviceptr(dst), self.cu.CUdeviceptr(src),
                                              nbytes), "cuMemcpyDtoD")
 
     def memset(self, address: int, byte: int, nbytes: int) -> None:
+        self._make_current()
         if nbytes:
             self._check(self.cu.cuMemsetD8(self.cu.CUdeviceptr(address), byte, nbytes),
                         "cuMemsetD8")
 
     def launch(self, module: Any, name: str, grid: int, block: int, args: list) -> None:
+        self._make_current()
         # kernelParams as cuLaunchKernel takes it: an array of pointers to the values
         pointers = (ctypes.c_void_p * max(1, len(args)))(
             *[ctypes.addressof(a) for a in args])
@@ -174,6 +197,7 @@ class CudaPythonDriver:
                                            ctypes.addressof(pointers), 0), "cuLaunchKernel")
 
     def synchronize(self) -> None:
+        self._make_current()
         self._check(self.cu.cuCtxSynchronize(), "cuCtxSynchronize")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ class CUDAFunction:
         self._module: Any = None
         self._consts: dict[str, int] = {}
         self._arena: tuple[int, int] | None = None  # (address, bytes)
+        self._lock = threading.Lock()  # one call at a time uses the arena
         try:  # compile now, so an error in generated code shows at once
             self._load()
         except NoCudaDriverError:
@@ -127,6 +129,7 @@ class CUDAFunction:
     def _load(self) -> Any:
         driver = get_driver()
         if self._driver is not driver:
+            self._free()
             self._module = driver.load(self.source, self.cuda.kernels)
             self._driver, self._arena = driver, None
             self._consts = {}
@@ -141,6 +144,12 @@ class CUDAFunction:
         """Run on checked feeds. ``commit`` maps output positions to parameter slots whose
         new value that output is: written on the device once every kernel has finished,
         and returned as ``None``. ``on_device``: inputs given as device addresses."""
+        with self._lock:
+            return self._run(arrays, sizes, commit, on_device)
+
+    def _run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
+             commit: dict[int, Any] | None,
+             on_device: dict[str, int] | None) -> list[np.ndarray | None]:
         on_device = on_device or {}
         if any(_fails(g, sizes, arrays) for g in self._guards):
             if on_device:
@@ -280,12 +289,16 @@ class CUDAFunction:
         driver.download(addresses[name], out)
         return out
 
+    def _free(self) -> None:
+        if self._driver is not None:
+            if self._arena is not None:
+                self._driver.free(self._arena[0])
+            for address in self._consts.values():
+                self._driver.free(address)
+        self._arena, self._consts = None, {}
+
     def __del__(self):
         try:
-            if self._driver is not None:
-                if self._arena is not None:
-                    self._driver.free(self._arena[0])
-                for address in self._consts.values():
-                    self._driver.free(address)
-        except Exception:  # interpreter shutdown
+            self._free()
+        except Exception:  # interpreter shutdown, or the context is gone
             pass

@@ -50,6 +50,7 @@ class Step:
             raise ValueError(f"compile_step: the loss must be a scalar expression, got "
                              f"{'shape ' + str(shape) if shape is not None else type(loss)}")
         self.loss, self.optimizer, self.backend = loss, optimizer, backend
+        self.fast_math = fast_math
         self.params = list(params) if params is not None else _params_of(loss)
         for p in self.params:
             if not isinstance(p, Expr) or p.op is not PARAM:
@@ -109,7 +110,7 @@ class Step:
     def evaluate(self, **batch: Any) -> float:
         """The loss on ``batch`` without updating anything (e.g. a validation loss)."""
         if self._loss_only is None:
-            self._loss_only = Function(self.loss, self.backend)
+            self._loss_only = Function(self.loss, self.backend, self.fast_math)
         return float(self._loss_only(**batch))
 
     def _sync_hyper(self) -> None:

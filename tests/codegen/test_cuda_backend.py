@@ -289,9 +289,10 @@ def test_source_is_named_after_the_model_and_commented_per_kernel():
     assert "const float* __restrict__ x1" in source and "w1[0]" in source
     kernels = [line for line in source.splitlines() if line.startswith('extern "C" __global__')]
     assert len(kernels) == 3  # the pass, its combine kernel, the stage after it
+    assert all("__launch_bounds__(256)" in line for line in kernels)
     for i, line in enumerate(source.splitlines()):
         if line.startswith('extern "C" __global__'):
-            assert source.splitlines()[i - 1].startswith("// "), line
+            assert source.splitlines()[i - 1].startswith("//"), line
     assert "for (long long n = start + thread; n < stop; n += (long long)gridDim.x" in source
     assert "sg_block_reduce(" in source and "__shfl_down_sync" in source
     assert "atomicAdd" not in source  # deterministic: partials combined in a fixed order
@@ -306,12 +307,48 @@ def test_a_name_that_is_a_cuda_word_is_renamed():
     assert "thread_[0]" in source
 
 
+@needs_compiler
+def test_names_that_shadow_math_functions_or_are_not_ascii_compile(emulated):
+    """An input called ``exp`` must not hide expf/exp; NVRTC takes ASCII names only."""
+    exp, theta = sg.input("exp"), sg.param("θ", init=0.5)
+    sqrtf = sg.param("sqrtf", init=2.0)
+    outs = [sg.sum(sg.exp(exp * theta) + sg.sqrt(sqrtf * exp * exp)), sg.log(exp + 1.0)]
+    assert_cubins(outs)
+    feeds = {"exp": np.linspace(0.0, 1.0, 5, dtype=np.float32)}
+    bc.check_outputs(cuda(outs), outs, feeds, what="math names")
+
+
+@needs_compiler
+def test_max_and_min_of_integers_over_the_batch(emulated):
+    """Integer partials start from the type's own extremes (there is no integer infinity)."""
+    k = sg.input("kk", dtype="int32")
+    K = sg.input("KK", shape=("N", 3), dtype="int32")
+    flags = sg.input("ff", shape=("N", 2), dtype="bool")
+    outs = [sg.max(k), sg.min(k), sg.max(K, axis=0), sg.min(K, axis=0), sg.max(flags, axis=0),
+            sg.min(flags, axis=0)]
+    assert_cubins(outs)
+    fn = cuda(outs)
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 500):
+        feeds = {"kk": rng.integers(-2**31, 2**31 - 1, n).astype(np.int32),
+                 "KK": rng.integers(-9, 9, (n, 3)).astype(np.int32), "ff": rng.random((n, 2)) < 0.9}
+        bc.check_outputs(fn, outs, feeds, what=f"integer extremes N={n}")
+
+
+def test_a_parameter_initialized_from_a_fortran_array_is_row_major():
+    W = sg.param("Wf", init=np.asfortranarray(np.arange(6.0).reshape(2, 3)))
+    assert W.value.flags.c_contiguous
+    x = sg.input("xf", shape=("N", 2))
+    np.testing.assert_allclose(sg.function(x @ W)(xf=np.eye(2, dtype=np.float32)),
+                               np.arange(6.0).reshape(2, 3))
+
+
 def test_large_partials_go_to_global_memory_small_ones_stay_in_registers():
     outs = bc.softmax_regression()
     cp = render_cuda(lower(list(outs), target="gpu"))
     slots = list(cp.partials.values())
     assert any(s.in_registers for s in slots) and any(not s.in_registers for s in slots)
-    assert "_threads + thread * (" in cp.source
+    assert "_threads[el * threads + thread]" in cp.source  # interleaved: coalesced
 
 
 @needs_compiler
