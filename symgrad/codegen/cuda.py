@@ -462,7 +462,10 @@ class _KernelPrinter:
                     args = [args[0]] + [self.expr(a, e.dtype) for a in e.args[1:]]
             else:  # helpers are templates: every argument of the result's own type
                 args = [self.expr(a, e.dtype) for a in e.args]
-            return spell(args, e.dtype, e.arg, self.fast)
+            arg = e.arg
+            if e.op == "power" and isinstance(e.args[1], L.Const):
+                arg = e.args[1].value  # a constant exponent: x**2 prints as x*x
+            return spell(args, e.dtype, arg, self.fast)
         raise TypeError(f"not a loop IR expression: {e!r}")
 
 

@@ -65,14 +65,13 @@ def _helper(name: str) -> Callable:
 
 
 def _power(a, dt, arg, fast):
+    """``arg``: the exponent when it is a constant (the printer passes it)."""
     x, y = a
     if np.dtype(dt).kind in "iu":
         return f"sg_ipow({x}, {y})"
-    try:  # x**2 is x*x: exact, and what NumPy computes too
-        k = float(y.strip("()").rstrip("f"))
-    except ValueError:
-        k = None
-    if k is not None and k.is_integer() and 0 < abs(k) <= 4:
+    k = arg
+    if k is not None and float(k).is_integer() and 0 < abs(k) <= 4:
+        # x**2 is x*x: exact, and what NumPy computes too
         prod = " * ".join([x] * int(abs(k)))
         one = literal(1, dt)
         return f"({one} / ({prod}))" if k < 0 else f"({prod})"
