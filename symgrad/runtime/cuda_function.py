@@ -19,22 +19,13 @@ from typing import Any
 import numpy as np
 
 from symgrad.codegen.cuda import CudaKernel, CudaProgram, render_cuda
-from symgrad.codegen.lower import Program, lower
 from symgrad.codegen.schedule import LEAVES
-from symgrad.expr.evaluate import (
-    Outputs,
-    as_outputs,
-    check_dims_bound,
-    check_feeds,
-    graph_inputs,
-    run_graph,
-    symbolic_dims,
-)
-from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.evaluate import Outputs, check_dims_bound, check_feeds, run_graph
+from symgrad.expr.leaves import INPUT
 from symgrad.expr.shapes import size_of
 from symgrad.runtime import cuda_compile, cuda_memory
+from symgrad.runtime.compiled import CompiledFunction, commit_on_host, leaf_result
 from symgrad.runtime.cuda_driver import NoCudaDriverError, get_driver
-from symgrad.runtime.llvm_function import _fails, _size_guards
 
 # Per-thread partials that do not fit in registers live in global memory: the grid of a
 # pass is cut so that they take at most this many bytes.
@@ -42,16 +33,12 @@ PARTIAL_BYTES = 256 << 20
 _ALIGN = 256
 
 
-class CUDAFunction:
+class CUDAFunction(CompiledFunction):
     """Outputs compiled to CUDA kernels; call with feeds by input name."""
 
     def __init__(self, outputs: Outputs, fast_math: bool = False):
-        self.outputs, self._single = as_outputs(outputs)
-        self.inputs = graph_inputs(self.outputs)
-        self._dims = symbolic_dims(self.outputs)
-        self.program: Program = lower(self.outputs, target="gpu")
+        super().__init__(outputs, "gpu")
         self.cuda: CudaProgram = render_cuda(self.program, fast_math)
-        self._guards = _size_guards(self.outputs)
         self._driver: Any = None
         self._module: Any = None
         self._consts: dict[str, int] = {}
@@ -73,14 +60,6 @@ class CUDAFunction:
         return cuda_compile.compile_cubin(self.source, arch)
 
     @property
-    def plan(self) -> str:
-        return self.program.plan_text
-
-    @property
-    def loop_ir(self) -> str:
-        return str(self.program)
-
-    @property
     def asm(self) -> str:
         raise AttributeError("the cuda backend has no host assembly; .source is the CUDA C "
                              "and .cubin(arch) the compiled kernels")
@@ -90,12 +69,12 @@ class CUDAFunction:
         raise AttributeError("the cuda backend has no optimized IR to show; .source is the "
                              "CUDA C and .cubin(arch) the compiled kernels")
 
-    def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None) -> list:
+        """Every output as a list; ``commit``'s new values are made current on the device."""
         feeds, on_device = self.device_feeds(feeds)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        results = self.run(arrays, sizes, on_device=on_device)
-        return results[0] if self._single else tuple(results)
+        return self.run(arrays, sizes, commit, on_device)
 
     def device_feeds(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Split off feeds that already live on the GPU (anything with
@@ -151,18 +130,12 @@ class CUDAFunction:
              commit: dict[int, Any] | None,
              on_device: dict[str, int] | None) -> list[np.ndarray | None]:
         on_device = on_device or {}
-        if any(_fails(g, sizes, arrays) for g in self._guards):
+        if self.reference_needed(arrays, sizes):
             if on_device:
                 raise ValueError("this graph needs a check the NumPy reference makes while it "
                                  "runs (an index past a symbolic axis, a max over no samples)"
                                  "; feed host arrays for it")
-            # what the reference checks as it runs (an index past a symbolic axis, an empty
-            # max, labels out of range): it raises its own error, or computes the value
-            results = run_graph(self.outputs, arrays, sizes)
-            for i, slot in (commit or {}).items():
-                slot.value[...] = results[i]
-                results[i] = None
-            return results
+            return commit_on_host(run_graph(self.outputs, arrays, sizes), commit)
         driver = self._load()
         prog = self.program
         batch = sizes.get(prog.plan.batch, 0) if prog.plan.batch else 0
@@ -186,11 +159,7 @@ class CUDAFunction:
         for i, slot in commit.items():
             if computed[i]:
                 cuda_memory.commit(slot, driver, addresses[prog.node_buffer[prog.outputs[i]]])
-        for i, slot in commit.items():
-            if results[i] is not None:
-                slot.value[...] = results[i]
-                results[i] = None
-        return results
+        return commit_on_host(results, commit)
 
     def _grids(self, driver: Any, sizes: dict, batch: int) -> dict[int, int]:
         """Blocks per pass: enough for the batch, at most the driver's limit, and few enough
@@ -271,22 +240,11 @@ class CUDAFunction:
 
     def _result(self, o, driver: Any, addresses: dict, arrays: dict, sizes: dict,
                 on_device: dict[str, int]) -> np.ndarray:
-        if o.op is INPUT and o.name in on_device:  # fed on the device: its values are there
-            out = np.empty(arrays[o.name].shape, o.dtype)
-            driver.download(on_device[o.name], out)
-            return out
-        if o.op is INPUT:
-            return arrays[o.name].copy()
-        if o.op is PARAM:
-            return o.arg.value.copy()
-        if o.op is CONST:
-            return np.array(o.arg.array)
-        if o.op is SIZE:
-            return np.asarray(size_of(o.arg[0], sizes), o.dtype)
-        name = self.program.node_buffer[o]
-        shape = tuple(sizes[d] if isinstance(d, str) else d for d in o.shape)
-        out = np.empty(shape, o.dtype)
-        driver.download(addresses[name], out)
+        if o.op in LEAVES and not (o.op is INPUT and o.name in on_device):
+            return leaf_result(o, arrays, sizes)
+        # a computed value, or an input fed on the device (its buffer is the feed's memory)
+        out = np.empty(tuple(sizes[d] if isinstance(d, str) else d for d in o.shape), o.dtype)
+        driver.download(addresses[self.program.node_buffer[o]], out)
         return out
 
     def _free(self) -> None:

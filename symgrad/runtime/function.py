@@ -15,6 +15,7 @@ from symgrad.expr.evaluate import (
     run_graph,
     symbolic_dims,
 )
+from symgrad.runtime.compiled import commit_on_host
 
 BACKENDS = ("numpy", "llvm", "cuda")
 
@@ -57,21 +58,11 @@ class Function:
         """Every output as a list. ``commit`` (output position -> parameter slot) makes
         those outputs the parameters' new values once the whole call has succeeded (on the
         GPU for ``cuda``, where they stay) and returns ``None`` in their place."""
-        on_device: dict[str, int] = {}
-        if self.backend == "cuda":  # arrays already on the GPU are read in place
-            feeds, on_device = self._compiled.device_feeds(feeds)
+        if self._compiled is not None:
+            return self._compiled.call(feeds, commit)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        if self.backend == "cuda":
-            return self._compiled.run(arrays, sizes, commit, on_device)
-        if self._compiled is not None:
-            results = self._compiled.run(arrays, sizes)
-        else:
-            results = run_graph(self.outputs, arrays, sizes)
-        for i, slot in (commit or {}).items():
-            slot.value[...] = results[i]
-            results[i] = None
-        return results
+        return commit_on_host(run_graph(self.outputs, arrays, sizes), commit)
 
     def _need_compiled(self, what: str):
         if self._compiled is None:

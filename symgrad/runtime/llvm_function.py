@@ -20,22 +20,11 @@ from typing import Any
 import numpy as np
 
 from symgrad.codegen.llvm import render_llvm
-from symgrad.codegen.lower import Program, lower
-from symgrad.expr import ops_tensor as T
-from symgrad.expr.evaluate import (
-    Outputs,
-    as_outputs,
-    check_dims_bound,
-    check_feeds,
-    graph_inputs,
-    run_graph,
-    symbolic_dims,
-)
-from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
-from symgrad.expr.node import toposort
-from symgrad.expr.ops_index import INDEX, SCATTER
+from symgrad.codegen.schedule import LEAVES
+from symgrad.expr.evaluate import Outputs, run_graph
 from symgrad.expr.shapes import size_of
 from symgrad.runtime import jit
+from symgrad.runtime.compiled import CompiledFunction, leaf_result
 from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
@@ -68,14 +57,11 @@ def _codegen_digest() -> str:
     return h.hexdigest()
 
 
-class LLVMFunction:
+class LLVMFunction(CompiledFunction):
     """Outputs compiled to machine code; call with feeds by input name."""
 
     def __init__(self, outputs: Outputs):
-        self.outputs, self._single = as_outputs(outputs)
-        self.inputs = graph_inputs(self.outputs)
-        self._dims = symbolic_dims(self.outputs)
-        self.program: Program = lower(self.outputs)
+        super().__init__(outputs, "cpu")
         self.buffer_names = list(self.program.buffers)
         self.dim_names = list(self.program.dims)
         self._index = {n: i for i, n in enumerate(self.buffer_names)}
@@ -89,7 +75,6 @@ class LLVMFunction:
         self.library = jit.get_or_compile(key, lambda: self.source, names)
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
-        self._guards = _size_guards(self.outputs)
         self._layout()
 
     @property
@@ -100,14 +85,6 @@ class LLVMFunction:
         return self._source
 
     @property
-    def plan(self) -> str:
-        return self.program.plan_text
-
-    @property
-    def loop_ir(self) -> str:
-        return str(self.program)
-
-    @property
     def asm(self) -> str:
         return self.library.asm
 
@@ -115,19 +92,10 @@ class LLVMFunction:
     def optimized_source(self) -> str:
         return self.library.optimized_ir
 
-    def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        arrays, sizes = check_feeds(self.inputs, feeds)
-        check_dims_bound(self._dims, sizes)
-        results = self.run(arrays, sizes)
-        return results[0] if self._single else tuple(results)
-
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> list[np.ndarray]:
         """Run on feeds already checked (``check_feeds``, ``check_dims_bound``)."""
         prog = self.program
-        if any(_fails(g, sizes, arrays) for g in self._guards):
-            # an index past a symbolic axis, a max over zero samples, a label out of range:
-            # the reference raises its own error (compiled code would read out of bounds,
-            # return -inf or a row of zeros)
+        if self.reference_needed(arrays, sizes):
             return run_graph(self.outputs, arrays, sizes)
         views, ptrs, arena = self._buffers(arrays, sizes)
         dims = (ctypes.c_int64 * max(1, len(self.dim_names)))(
@@ -235,47 +203,6 @@ class LLVMFunction:
             views[acc.target][...] = total
 
     def _result(self, o, bufs, arrays, sizes) -> np.ndarray:
-        if o.op is INPUT:
-            return arrays[o.name].copy()
-        if o.op is PARAM:
-            return o.arg.value.copy()
-        if o.op is CONST:
-            return np.array(o.arg.array)
-        if o.op is SIZE:
-            return np.asarray(size_of(o.arg[0], sizes), o.dtype)
+        if o.op in LEAVES:
+            return leaf_result(o, arrays, sizes)
         return bufs[self.program.node_buffer[o]]  # a view of this call's own allocation
-
-
-def _size_guards(outputs: list) -> list[tuple]:
-    """What the NumPy reference checks while it runs and compiled code does not: an int index
-    on a symbolic axis (``x[-1]``), a max/min/argmax over axes with a symbolic length, and
-    the range of one_hot labels fed as an input."""
-    guards: list[tuple] = []
-    for n in toposort(list(outputs)):
-        if n.op is INDEX or n.op is SCATTER:
-            key, shape = (n.arg, n.srcs[0].shape) if n.op is INDEX else n.arg
-            axis = 0
-            for e in key:
-                if e[0] != "new":
-                    if e[0] == "int" and isinstance(shape[axis], str):
-                        guards.append(("index", e[1], shape[axis]))
-                    axis += 1
-        elif n.op in (T.MAX, T.MIN, T.ARGMAX):
-            x = n.srcs[0]
-            axes = range(x.ndim) if n.arg[0] is None else n.arg[0]
-            dims = tuple(x.shape[a] for a in axes)
-            if any(isinstance(d, str) for d in dims):
-                guards.append(("empty", dims))
-        elif n.op is T.ONE_HOT and n.srcs[0].op is INPUT:
-            guards.append(("labels", n.srcs[0].name, n.arg[0]))
-    return guards
-
-
-def _fails(guard: tuple, sizes: dict, arrays: dict) -> bool:
-    if guard[0] == "labels":
-        labels = arrays[guard[1]]
-        return bool(labels.size) and bool(labels.min() < 0 or labels.max() >= guard[2])
-    if guard[0] == "index":
-        _, k, dim = guard
-        return not -sizes[dim] <= k < sizes[dim]
-    return size_of(guard[1], sizes) == 0
