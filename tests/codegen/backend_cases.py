@@ -345,3 +345,21 @@ def check_random_graph(fn, plan: tuple, dtype: np.dtype, n: int, seed: int,
         scale = np.max(np.abs(w64[finite] - t64[finite]), initial=0.0)
         scale *= 1.0 if dtype == F32 else 2.0**-29
         assert_agree(g, w, rtol, atol + amplify * scale, what=what)
+
+
+def least_squares_hessian() -> list:
+    """Least squares over a batch with its value, gradients, Hessian blocks, an HVP and a
+    Jacobian (the ``2 X.T X / N`` block is output 3)."""
+    X = sg.input("Xls", shape=("N", 3), dtype="float64")
+    y = sg.input("yls", dtype="float64")
+    w = sg.param("w", init=np.array([0.1, -0.2, 0.3]), dtype="float64")
+    b = sg.param("b", init=0.5, dtype="float64")
+    f = sg.mean((X @ w + b - y) ** 2)
+    (hww, hwb), (hbw, hbb) = sg.hessian(f, [w, b])
+    return [f, *sg.grad(f, [w, b]), hww, hwb, hbw, hbb,
+            sg.hvp(f, w, np.array([1.0, -1.0, 2.0])), sg.jacobian(X @ w + b, w)]
+
+
+def least_squares_feeds(n: int) -> dict:
+    rng = np.random.default_rng(n)
+    return {"Xls": rng.standard_normal((n, 3)), "yls": rng.standard_normal(n)}

@@ -22,7 +22,14 @@ import pytest
 from diffhelp import OP_CASES, case_feeds, weighted_sum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_llvm_backend import BATCHED, _batch_tolerance, _batched_feeds, _loss_graph, _sum_tolerance
+from test_llvm_backend import (
+    BATCHED,
+    SEED_MODELS,
+    _batch_tolerance,
+    _batched_feeds,
+    _loss_graph,
+    _sum_tolerance,
+)
 from test_ops import CASES
 
 import symgrad as sg
@@ -163,13 +170,6 @@ def test_operator_gradient_and_jacobian(name, emulated):
         bc.check_outputs(fn, outs, bc.needed_feeds(outs, case_feeds(seed)), what=name)
 
 
-SEED_MODELS = {
-    "linear_regression": (bc.linear_regression, bc.linear_regression_feeds, 1),
-    "softmax_regression": (bc.softmax_regression, bc.softmax_regression_feeds, 784),
-    "relu_mlp": (bc.relu_mlp, bc.relu_mlp_feeds, 8),
-}
-
-
 @needs_compiler
 @pytest.mark.parametrize("model", sorted(SEED_MODELS))
 def test_seed_model_loss_and_gradients(model, emulated):
@@ -184,19 +184,11 @@ def test_seed_model_loss_and_gradients(model, emulated):
 
 @needs_compiler
 def test_least_squares_hessian_with_a_batch(emulated):
-    X = sg.input("Xls", shape=("N", 3), dtype="float64")
-    y = sg.input("yls", dtype="float64")
-    w = sg.param("w", init=np.array([0.1, -0.2, 0.3]), dtype="float64")
-    b = sg.param("b", init=0.5, dtype="float64")
-    f = sg.mean((X @ w + b - y) ** 2)
-    (hww, hwb), (hbw, hbb) = sg.hessian(f, [w, b])
-    outs = [f, *sg.grad(f, [w, b]), hww, hwb, hbw, hbb,
-            sg.hvp(f, w, np.array([1.0, -1.0, 2.0])), sg.jacobian(X @ w + b, w)]
+    outs = bc.least_squares_hessian()
     assert_cubins(outs)
     fn = cuda(outs)
     for n in (1, 7, 401):
-        rng = np.random.default_rng(n)
-        feeds = {"Xls": rng.standard_normal((n, 3)), "yls": rng.standard_normal(n)}
+        feeds = bc.least_squares_feeds(n)
         got = bc.check_outputs(fn, outs, feeds, what=f"least squares N={n}",
                                **_sum_tolerance("float64", 3 * n))
         np.testing.assert_allclose(got[3], 2 * feeds["Xls"].T @ feeds["Xls"] / n, rtol=1e-10)

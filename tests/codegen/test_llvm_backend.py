@@ -322,18 +322,10 @@ def test_rosenbrock_hessian_gradient_and_hvp():
 
 
 def test_least_squares_hessian_with_a_batch(two_threads):
-    X = sg.input("Xls", shape=("N", 3), dtype="float64")
-    y = sg.input("yls", dtype="float64")
-    w = sg.param("w", init=np.array([0.1, -0.2, 0.3]), dtype="float64")
-    b = sg.param("b", init=0.5, dtype="float64")
-    f = sg.mean((X @ w + b - y) ** 2)
-    (hww, hwb), (hbw, hbb) = sg.hessian(f, [w, b])
-    outs = [f, *sg.grad(f, [w, b]), hww, hwb, hbw, hbb,
-            sg.hvp(f, w, np.array([1.0, -1.0, 2.0])), sg.jacobian(X @ w + b, w)]
+    outs = bc.least_squares_hessian()
     fn = llvm(outs)
     for n in (1, 7, BIG_N):
-        rng = np.random.default_rng(n)
-        feeds = {"Xls": rng.standard_normal((n, 3)), "yls": rng.standard_normal(n)}
+        feeds = bc.least_squares_feeds(n)
         got = bc.check_outputs(fn, outs, feeds, what=f"least squares N={n}",
                                **_sum_tolerance("float64", 3 * n))
         Xv = feeds["Xls"]
