@@ -5,7 +5,8 @@ parameters as ``training_steps.py`` (whose peers this reuses, moved to the GPU).
 - symgrad, device batch: the batch uploaded once into device arrays (``__cuda_array_interface__``)
   and read in place each step; parameters and optimizer state stay on the device.
 - symgrad, host batch: NumPy arrays fed each step (copied to the device per call).
-- torch eager / torch.compile(step) / jax.jit(step): the batch already on the device.
+- torch eager / torch.compile(step) / jax.jit(step): ``training_steps.py``'s peers with the
+  batch, parameters and state on the GPU (torch peers synchronize after each step).
 
 Every peer's parameters after 3 steps are checked against symgrad's first; steps are then
 timed in interleaved rounds (medians; each step waits for its result: symgrad returns the
@@ -27,14 +28,13 @@ from training_steps import (
     TITLES,
     image_data,
     init_params,
-    jax_step_fn,
+    jax_peer,
     linear_data,
-    optimizer_of,
     repeats,
     symgrad_loss,
     symgrad_optimizer,
-    torch_compiled_step,
-    torch_loss_fn,
+    torch_compile_peer,
+    torch_eager_peer,
 )
 
 import symgrad as sg
@@ -66,75 +66,17 @@ def symgrad_peer(model, init, data, on_device: bool):
     return (lambda: step(**data)), (lambda: [p.value for p in ps])
 
 
-def torch_peers(torch, model, init, data):
-    dev = torch.device("cuda")
-    batch = [torch.from_numpy(a.astype(np.int64) if a.dtype == np.int32 else a).to(dev)
-             for a in data.values()]
-    loss_fn = torch_loss_fn(model)
-    ps = [torch.tensor(p, device=dev, requires_grad=True) for p in init]
-    opt = (torch.optim.Adam(ps, lr=1e-3) if optimizer_of(model) == "adam"
-           else torch.optim.SGD(ps, lr=0.1))
-
-    def eager():
-        loss = loss_fn(*ps, *batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        torch.cuda.synchronize()
-        return loss.detach()
-
-    compiled = torch.compile(torch_compiled_step(torch, model), dynamic=False)
-    cps = [torch.tensor(p, device=dev) for p in init]
-    adam = optimizer_of(model) == "adam"
-    state = ([torch.zeros_like(p) for p in cps], [torch.zeros_like(p) for p in cps]) \
-        if adam else ()
-    step_size = torch.tensor(0.0, device=dev)
-    bc2_sqrt = torch.tensor(1.0, device=dev)
-    t = 0
-
-    def compiled_step():
-        nonlocal cps, state, t
-        if adam:
-            t += 1
-            step_size.fill_(1e-3 / (1 - 0.9 ** t))
-            bc2_sqrt.fill_((1 - 0.999 ** t) ** 0.5)
-            args = (*state, step_size, bc2_sqrt)
-        else:
-            args = state
-        loss, cps, new_state = compiled(cps, args, *batch)
-        if adam:
-            state = new_state
-        torch.cuda.synchronize()
-        return loss
-
-    return {"torch eager": (eager, lambda: [p.detach().cpu().numpy() for p in ps]),
-            "torch.compile(step)": (compiled_step, lambda: [p.cpu().numpy() for p in cps])}
-
-
-def jax_gpu_peer(jax, model, init, data):
-    gpu = jax.devices("gpu")[0]
-    f, opt_init = jax_step_fn(jax, model)
-    batch = [jax.device_put(a, gpu) for a in data.values()]
-    params = [jax.device_put(p.copy(), gpu) for p in init]
-    opt_state = opt_init(params)
-
-    def step():
-        nonlocal params, opt_state
-        loss, params, opt_state = jax.block_until_ready(f(params, opt_state, *batch))
-        return loss
-
-    return step, (lambda: [np.asarray(p) for p in params])
-
-
 def bench(model: str, n: int, jax, torch, repeat: int) -> list[list[str]]:
     data = linear_data(n) if model == "linear" else image_data(n)
     init = init_params(model)
     peers = {"symgrad cuda, device batch": symgrad_peer(model, init, data, True),
              "symgrad cuda, host batch": symgrad_peer(model, init, data, False)}
     if torch is not None and torch.cuda.is_available():
-        peers.update(torch_peers(torch, model, init, data))
-    if jax is not None and any(d.platform == "gpu" for d in jax.devices()):
-        peers["jax.jit(step)"] = jax_gpu_peer(jax, model, init, data)
+        peers["torch eager"] = torch_eager_peer(torch, model, init, data, "cuda")
+        peers["torch.compile(step)"] = torch_compile_peer(torch, model, init, data, "cuda")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"] if jax is not None else []
+    if gpus:
+        peers["jax.jit(step)"] = jax_peer(jax, model, init, data, gpus[0])
     params, diffs = {}, {}
     for name, (step, get_params) in peers.items():
         for _ in range(CHECK_STEPS):

@@ -262,15 +262,21 @@ def torch_loss_fn(model: str):
         F.relu(x @ w1 + b1) @ w2 + b2, labels)
 
 
-def torch_batch(torch, data):
-    return [torch.from_numpy(a.astype(np.int64) if a.dtype == np.int32 else a)
+def torch_batch(torch, data, device="cpu"):
+    return [torch.from_numpy(a.astype(np.int64) if a.dtype == np.int32 else a).to(device)
             for a in data.values()]
 
 
-def torch_eager_peer(torch, model, init, data):
+def torch_wait(torch, device):
+    """A step is timed until its result exists: CUDA work is asynchronous."""
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def torch_eager_peer(torch, model, init, data, device="cpu"):
     loss_fn = torch_loss_fn(model)
-    batch = torch_batch(torch, data)
-    ps = [torch.tensor(p, requires_grad=True) for p in init]
+    batch = torch_batch(torch, data, device)
+    ps = [torch.tensor(p, device=device, requires_grad=True) for p in init]
     opt = (torch.optim.Adam(ps, lr=ADAM_LR) if optimizer_of(model) == "adam"
            else torch.optim.SGD(ps, lr=SGD_LR))
 
@@ -279,9 +285,10 @@ def torch_eager_peer(torch, model, init, data):
         loss.backward()
         opt.step()
         opt.zero_grad()
+        torch_wait(torch, device)
         return loss.detach()
 
-    return step, (lambda: [p.detach().numpy() for p in ps])
+    return step, (lambda: [p.detach().cpu().numpy() for p in ps])
 
 
 def torch_compiled_step(torch, model):
@@ -306,13 +313,14 @@ def torch_compiled_step(torch, model):
     return adam_step if optimizer_of(model) == "adam" else sgd_step
 
 
-def torch_compile_peer(torch, model, init, data):
+def torch_compile_peer(torch, model, init, data, device="cpu"):
     compiled = torch.compile(torch_compiled_step(torch, model), dynamic=False)
-    batch = torch_batch(torch, data)
-    ps = [torch.tensor(p) for p in init]
+    batch = torch_batch(torch, data, device)
+    ps = [torch.tensor(p, device=device) for p in init]
     adam = optimizer_of(model) == "adam"
     state = ([torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps]) if adam else ()
-    step_size, bc2_sqrt = torch.tensor(0.0), torch.tensor(1.0)
+    step_size = torch.tensor(0.0, device=device)
+    bc2_sqrt = torch.tensor(1.0, device=device)
     t = 0
 
     def step():
@@ -327,9 +335,10 @@ def torch_compile_peer(torch, model, init, data):
         loss, ps, new_state = compiled(ps, args, *batch)
         if adam:
             state = new_state
+        torch_wait(torch, device)
         return loss
 
-    return step, (lambda: [p.numpy() for p in ps])
+    return step, (lambda: [p.cpu().numpy() for p in ps])
 
 
 # --- JAX -----------------------------------------------------------------------------------
@@ -400,10 +409,11 @@ def jax_step_fn(jax, model):
     return jax.jit(step, donate_argnums=(0, 1)), opt_init
 
 
-def jax_peer(jax, model, init, data):
+def jax_peer(jax, model, init, data, device=None):
+    """``device``: a jax device (the default one when None)."""
     f, opt_init = jax_step_fn(jax, model)
-    batch = [jax.device_put(a) for a in data.values()]
-    params = [jax.device_put(p.copy()) for p in init]
+    batch = [jax.device_put(a, device) for a in data.values()]
+    params = [jax.device_put(p.copy(), device) for p in init]
     opt_state = opt_init(params)
 
     def step():
