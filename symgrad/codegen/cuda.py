@@ -67,12 +67,11 @@ class CudaProgram:
 def render_cuda(prog: Program, fast_math: bool = False, title: str = "symgrad") -> CudaProgram:
     """CUDA C for a program lowered with ``target="gpu"``."""
     names = _buffer_names(prog)
-    members = _plan_lines(prog.plan_text)
     dims = {d: _dim_name(d, i, set(names.values())) for i, d in enumerate(prog.dims)}
     kernels: list[CudaKernel] = []
     texts: list[str] = []
     partials: dict[str, PartialSlot] = {}
-    for kernel, stage, fused in zip(prog.kernels, prog.stages, members):
+    for kernel, stage, fused in zip(prog.kernels, prog.stages, prog.stage_notes, strict=True):
         printer = _KernelPrinter(kernel, prog, names, dims, fast_math, fused)
         if stage % 2:
             accs = prog.accumulators.get(stage, [])
@@ -132,18 +131,6 @@ def _buffer_names(prog: Program) -> dict[str, str]:
             c += "_"
         out[name] = c
     return out
-
-
-def _plan_lines(plan_text: str) -> list[list[str]]:
-    """The plan's member lines ("v6: matmul float32 (784, 10) (accumulates over N)"), one
-    list per stage, in kernel order."""
-    groups: list[list[str]] = []
-    for line in plan_text.splitlines()[1:]:
-        if line.startswith("    "):
-            groups[-1].append(line.strip())
-        elif line.startswith("  "):
-            groups.append([])
-    return groups
 
 
 def identity(kind: str, dt: np.dtype) -> str:

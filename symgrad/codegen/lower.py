@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad.codegen import loopir as L
-from symgrad.codegen.schedule import LEAVES, Plan, decompose, describe, schedule
+from symgrad.codegen.schedule import LEAVES, Plan, decompose, describe, schedule, stage_lines
 from symgrad.expr import ops_tensor as T
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import ELEMENTWISE, Expr
@@ -59,6 +59,7 @@ class Program:
     const_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     dims: list[str] = field(default_factory=list)
     work_per_sample: dict[int, int] = field(default_factory=dict)  # by pass stage, rough ops
+    stage_notes: list[list[str]] = field(default_factory=list)  # by kernel: the plan's lines
 
     def __str__(self) -> str:
         return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)
@@ -148,8 +149,9 @@ class _Lowerer:
             kernels.append(kernel)
             stages.append(stage)
         text = describe(self.plan, self.labels)
+        notes = [lines for _, lines in stage_lines(self.plan, self.labels)]
         return Program(kernels, stages, self.buffers, self.node_buffer, accs, self.outputs,
-                       self.plan, text, self.const_arrays, sorted(self.dims), work)
+                       self.plan, text, self.const_arrays, sorted(self.dims), work, notes)
 
     def _kernel(self, name: str, body: list, batch: str | None, members: list) -> L.Kernel:
         return L.Kernel(name, list(self.buffers.values()), sorted(self.dims), body, batch,

@@ -150,22 +150,33 @@ def _cheap(n: Expr) -> bool:
         n.op.kind == "shape" or n.op.name in ("cast", "negative"))
 
 
-def describe(plan: Plan, names: dict[Expr, str]) -> str:
-    """The plan as text: what each stage computes, fuses, reads and writes."""
-    lines = []
-    passes = plan.passes
-    head = (f"{passes} pass{'es' if passes != 1 else ''} over {plan.batch}" if plan.batch
-            else "no batch dimension")
-    lines.append(f"plan: {head}; {len(plan.materialized)} computed values")
+def stage_lines(plan: Plan, names: dict[Expr, str]) -> list[tuple[str, list[str]]]:
+    """Each stage of the plan, in order: its heading, and one line per value it computes
+    (what it is, and whether it is per sample, accumulated over the batch or whole)."""
+    out = []
     for s, members in plan.stages():
         if s % 2:
-            lines.append(f"  pass {s // 2 + 1}: loop over {plan.batch}, one sample at a time")
+            head = f"pass {s // 2 + 1}: loop over {plan.batch}, one sample at a time"
         else:
-            lines.append(f"  {'before the data' if s == 0 else 'after pass ' + str(s // 2)}:")
+            head = f"{'before the data' if s == 0 else 'after pass ' + str(s // 2)}:"
+        lines = []
         for n in members:
             what = ("accumulates over " + plan.batch) if n in plan.accumulators else (
                 "per sample" if s % 2 else "whole")
             extra = "  [stored whole: needed by a later stage]" if n in plan.stored_whole else ""
-            lines.append(f"    {names.get(n, n.op.name)}: {n.op.name} {n.dtype} {fmt(n.shape)}"
+            lines.append(f"{names.get(n, n.op.name)}: {n.op.name} {n.dtype} {fmt(n.shape)}"
                          f" ({what}){extra}")
+        out.append((head, lines))
+    return out
+
+
+def describe(plan: Plan, names: dict[Expr, str]) -> str:
+    """The plan as text: what each stage computes, fuses, reads and writes."""
+    passes = plan.passes
+    head = (f"{passes} pass{'es' if passes != 1 else ''} over {plan.batch}" if plan.batch
+            else "no batch dimension")
+    lines = [f"plan: {head}; {len(plan.materialized)} computed values"]
+    for stage_head, members in stage_lines(plan, names):
+        lines.append("  " + stage_head)
+        lines += ["    " + m for m in members]
     return "\n".join(lines)
