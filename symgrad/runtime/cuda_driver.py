@@ -60,7 +60,9 @@ class PyCudaDriver:
         self._allocations: dict[int, Any] = {}
 
     def load(self, source: str, kernels: list) -> Any:
-        return self.cuda.module_from_buffer(compile_cubin(source, self.arch))
+        """The kernels by name (looked up once, not per launch); "" keeps the module."""
+        module = self.cuda.module_from_buffer(compile_cubin(source, self.arch))
+        return {k.name: module.get_function(k.name) for k in kernels} | {"": module}
 
     def alloc(self, nbytes: int) -> int:
         mem = self.cuda.mem_alloc(max(nbytes, 1))
@@ -89,7 +91,7 @@ class PyCudaDriver:
             self.cuda.memset_d8(address, byte, nbytes)
 
     def launch(self, module: Any, name: str, grid: int, block: int, args: list) -> None:
-        fn = module.get_function(name)
+        fn = module[name]
         values = [np.uintp(a.value or 0) if isinstance(a, ctypes.c_void_p) else
                   np.dtype(_NUMPY_OF[type(a)]).type(a.value) for a in args]
         fn(*values, block=(block, 1, 1), grid=(grid, 1, 1))

@@ -39,6 +39,10 @@ class CUDAFunction(CompiledFunction):
     def __init__(self, outputs: Outputs, fast_math: bool = False):
         super().__init__(outputs, "gpu")
         self.cuda: CudaProgram = render_cuda(self.program, fast_math)
+        prog = self.program
+        self._node_of = {name: n for n, name in prog.node_buffer.items()}  # buffer -> node
+        self._stage_of = {a.partial: stage for stage, accs in prog.accumulators.items()
+                          for a in accs}  # partial -> the pass that fills it
         self._driver: Any = None
         self._module: Any = None
         self._consts: dict[str, int] = {}
@@ -184,15 +188,14 @@ class CUDAFunction(CompiledFunction):
                    block: int, on_device: dict[str, int]) -> dict[str, int]:
         """Every buffer's device address; inputs uploaded, parameters made current."""
         prog = self.program
-        node_of = {name: n for n, name in prog.node_buffer.items()}
+        node_of = self._node_of
         layout: list[tuple[str, int]] = []
         for name, spec in prog.buffers.items():
             if spec.role in ("output", "temp"):
                 layout.append((name, size_of(spec.shape, sizes) * np.dtype(spec.dtype).itemsize))
             elif spec.role == "input" and node_of[name].name not in on_device:
                 layout.append((name, arrays[node_of[name].name].nbytes))
-        stage_of = {p: stage for stage, accs in prog.accumulators.items() for p in
-                    (a.partial for a in accs)}
+        stage_of = self._stage_of
         for name, slot in self.cuda.partials.items():
             grid = grids.get(stage_of[name], 1)
             each = size_of(slot.shape, sizes) * slot.dtype.itemsize
