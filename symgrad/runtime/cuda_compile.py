@@ -2,9 +2,17 @@
 
 Compiling needs no GPU. Code is compiled to a cubin for one ``sm_XX`` (the device's own,
 when there is one): PTX from an NVRTC newer than the driver would not load. Cubins are
-cached in memory by (source, arch, compiler).
+cached in memory and on disk (``disk_cache.py``, folder ``cuda/``: checksummed, bounded,
+least recently used first) by (source, arch, compiler and its version).
 
->>> cubin = compile_cubin(source, "sm_90")
+>>> cubin = compile_cubin(source, "sm_90")                        # no GPU needed
+>>> module = load_cubin(source, "sm_90", driver_load)             # what a driver calls
+
+A cubin is loaded by the driver, which may reject it (or, in principle, crash on it), so a
+cubin from disk reaches the driver only through ``load_cubin``: a new entry is claimed
+before the driver loads it and marked proven after; an entry the driver rejects is deleted
+and the source compiled again. ``compile_cubin`` reads entries without claiming them (it
+loads nothing).
 """
 
 from __future__ import annotations
@@ -14,10 +22,21 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
+from symgrad.runtime.disk_cache import DiskCache
+
+T = TypeVar("T")
 ARCHS = ("sm_80", "sm_90")  # what CI checks every kernel against
 _cache: dict[tuple[str, str], bytes] = {}
+# Keys whose cubin in _cache was compiled here or loaded by the driver: a driver error on it
+# is not the cache's doing. A cubin read from disk by compile_cubin is not in it.
+_trusted: set[tuple[str, str]] = set()
+# <source hash>-<arch>-<compiler><version>.cubin, .ok.cubin once the driver loaded it
+_disk = DiskCache("cuda", "symgrad-cubin 1", ".cubin", ("cubin",))
+compile_count = 0  # cubins compiled by NVRTC or nvcc in this process (cache misses)
 
 
 class CudaCompileError(RuntimeError):
@@ -59,7 +78,52 @@ def compiler() -> str | None:
 
 
 def compile_cubin(source: str, arch: str = "sm_80") -> bytes:
-    """Compile CUDA C to a cubin for ``arch`` (``"sm_80"``, ``"sm_90"``, ...)."""
+    """Compile CUDA C to a cubin for ``arch`` (``"sm_80"``, ``"sm_90"``, ...): from memory,
+    else from the disk cache, else compiled (and cached)."""
+    key = _key(source, arch)
+    cubin = _cache.get(key)
+    if cubin is None:
+        cubin = _disk.load(_name(key), _cubin_of, claim=False)
+        if cubin is None:
+            return _compile(key, source, arch)
+        _cache[key] = cubin
+    return cubin
+
+
+def load_cubin(source: str, arch: str, load: Callable[[bytes], T]) -> T:
+    """``load(cubin)`` (the driver's module load) on ``source``'s cubin for ``arch``.
+
+    A cubin from the disk cache that ``load`` raises on is dropped from memory and disk, and
+    the source compiled again and loaded (any error of the driver counts: a good entry lost
+    to, say, an out-of-memory error costs one compile). An error on a cubin compiled in this
+    process, or one the driver loaded before, is raised.
+    """
+    key = _key(source, arch)
+    cubin = _cache.get(key)
+    if cubin is not None and key in _trusted:
+        return load(cubin)
+
+    def use(parts: dict[str, bytes]) -> tuple[bytes, T]:
+        found = _cubin_of(parts)
+        return found, load(found)
+
+    loaded = _disk.load(_name(key), use, rejects=(Exception,))
+    if loaded is not None:
+        _cache[key] = loaded[0]
+        _trusted.add(key)
+        return loaded[1]
+    return load(_compile(key, source, arch))  # (replaces a copy compile_cubin read from disk)
+
+
+def clear_cache(disk: bool = True) -> None:
+    """Forget every cubin in memory and, with ``disk``, delete the cached cubins."""
+    _cache.clear()
+    _trusted.clear()
+    if disk:
+        _disk.clear()
+
+
+def _key(source: str, arch: str) -> tuple[str, str]:
     if not arch.startswith("sm_"):
         raise ValueError(f"arch must be like 'sm_80', got {arch!r}")
     which = compiler()
@@ -67,32 +131,30 @@ def compile_cubin(source: str, arch: str = "sm_80") -> bytes:
         raise CudaCompileError(
             "no CUDA compiler found: install symgrad[cuda] (NVRTC through cuda-python) or "
             "the CUDA toolkit (nvcc on PATH or under $CUDA_HOME)")
-    key = (hashlib.sha256(source.encode()).hexdigest(), f"{arch}-{which}{version()}")
-    if key not in _cache:
-        path = _disk_path(key)
-        if path is not None and path.exists():
-            _cache[key] = path.read_bytes()
-        else:
-            _cache[key] = _nvrtc_compile(source, arch) if which == "nvrtc" else \
-                _nvcc_compile(source, arch)
-            if path is not None:  # written whole, then renamed: readers never see a part
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(_cache[key])
-                os.replace(tmp, path)
-    return _cache[key]
+    return hashlib.sha256(source.encode()).hexdigest(), f"{arch}-{which}{version()}"
 
 
-def _disk_path(key: tuple[str, str]):
-    """Where a cubin is kept between processes: the LLVM backend's cache directory
-    (``SYMGRAD_CACHE_DIR``, ...), under ``cuda/``; ``None`` when the disk cache is off."""
-    from symgrad.runtime import jit
+def _name(key: tuple[str, str]) -> str:
+    return f"{key[0][:40]}-{key[1]}"
 
-    root = jit.cache_dir()
-    if root is None:
-        return None
-    folder = root / "cuda"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{key[0][:40]}-{key[1]}.cubin"
+
+def _cubin_of(parts: dict[str, bytes]) -> bytes:
+    cubin = parts["cubin"]
+    if not cubin.startswith(b"\x7fELF"):
+        raise ValueError("the cached cubin is not an ELF file")
+    return cubin
+
+
+def _compile(key: tuple[str, str], source: str, arch: str) -> bytes:
+    """Compile with NVRTC or nvcc; cache in memory (trusted) and on disk."""
+    global compile_count
+    cubin = _nvrtc_compile(source, arch) if compiler() == "nvrtc" else \
+        _nvcc_compile(source, arch)
+    compile_count += 1
+    _cache[key] = cubin
+    _trusted.add(key)
+    _disk.store(_name(key), {"cubin": cubin})
+    return cubin
 
 
 @lru_cache(maxsize=1)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from symgrad.codegen.cuda import MAX_BLOCK
-from symgrad.runtime.cuda_compile import check_driver_version, compile_cubin
+from symgrad.runtime.cuda_compile import check_driver_version, load_cubin
 
 BLOCK_SIZE = MAX_BLOCK  # threads per block: 8 warps, what the kernels are compiled for
 
@@ -61,8 +61,10 @@ class PyCudaDriver:
 
     def load(self, source: str, kernels: list) -> Any:
         """The kernels by name (looked up once, not per launch); "" keeps the module."""
-        module = self.cuda.module_from_buffer(compile_cubin(source, self.arch))
-        return {k.name: module.get_function(k.name) for k in kernels} | {"": module}
+        def load(cubin: bytes) -> dict:  # a cached cubin the driver rejects is compiled again
+            module = self.cuda.module_from_buffer(cubin)
+            return {k.name: module.get_function(k.name) for k in kernels} | {"": module}
+        return load_cubin(source, self.arch, load)
 
     def alloc(self, nbytes: int) -> int:
         mem = self.cuda.mem_alloc(max(nbytes, 1))
@@ -152,10 +154,12 @@ class CudaPythonDriver:
 
     def load(self, source: str, kernels: list) -> Any:
         self._make_current()
-        cubin = compile_cubin(source, self.arch)
-        module = self._check(self.cu.cuModuleLoadData(cubin), "cuModuleLoadData")
-        return {k.name: self._check(self.cu.cuModuleGetFunction(module, k.name.encode()),
-                                    "cuModuleGetFunction") for k in kernels} | {"": module}
+
+        def load(cubin: bytes) -> dict:  # a cached cubin the driver rejects is compiled again
+            module = self._check(self.cu.cuModuleLoadData(cubin), "cuModuleLoadData")
+            return {k.name: self._check(self.cu.cuModuleGetFunction(module, k.name.encode()),
+                                        "cuModuleGetFunction") for k in kernels} | {"": module}
+        return load_cubin(source, self.arch, load)
 
     def alloc(self, nbytes: int) -> int:
         self._make_current()

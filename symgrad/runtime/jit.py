@@ -26,8 +26,11 @@ Why it is built this way (measured with llvmlite 0.50 / LLVM 22; see tests/runti
   itself (its MRO picks the no-op ``ObjectRef._dispose``): ~70 KB lost per compile. The
   ``PassBuilder`` still loses ~2 KB per compile (its instrumentation callbacks are never
   deleted by llvmlite) and cannot be reused (each run leaves callbacks to a dead object).
-- **Cache files are checksummed** before LLVM sees them: llvmlite crashes the process on a
-  malformed object file.
+- **Cache files are checksummed and their ELF headers bounds-checked** before LLVM sees them:
+  llvmlite aborts or segfaults the process on a malformed object file rather than raising.
+  The disk cache itself (``disk_cache.py``, folder ``llvm/``) claims a new entry before its
+  first load, so an entry that crashes the loader is not loaded again, and keeps the folder
+  within its bound, least recently used first.
 
 Options:
 
@@ -36,34 +39,45 @@ Options:
   is a target option: the x86 feature ``+prefer-256-bit`` or ``-prefer-256-bit`` appended to
   the host features, so the loop and SLP vectorizers pick 256- or 512-bit vectors on AVX-512
   hosts (explicit 512-bit vector IR is legal either way). It is part of every cache key.
-- Disk cache: ``$SYMGRAD_CACHE_DIR`` or ``~/.cache/symgrad`` (files under ``llvm/``);
-  ``set_cache_dir``, ``disable_disk_cache`` or ``SYMGRAD_NO_DISK_CACHE=1``, ``clear_cache``.
+- Disk cache (``disk_cache.py``; these names are re-exported here): ``$SYMGRAD_CACHE_DIR`` or
+  ``~/.cache/symgrad`` (files under ``llvm/``); ``set_cache_dir``, ``disable_disk_cache`` or
+  ``SYMGRAD_NO_DISK_CACHE=1``, ``clear_cache``. At most 256 MiB: ``set_cache_max_bytes`` or
+  ``SYMGRAD_CACHE_MAX_BYTES``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
-import tempfile
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import llvmlite
 import llvmlite.binding as llvm
 from llvmlite.binding.newpassmanagers import NewPassManager
 
+from symgrad.runtime.disk_cache import (  # noqa: F401 (re-exported: the documented names)
+    DEFAULT_CACHE_MAX_BYTES,
+    DiskCache,
+    cache_dir,
+    cache_max_bytes,
+    disable_disk_cache,
+    enable_disk_cache,
+    set_cache_dir,
+    set_cache_max_bytes,
+)
+
 VECTOR_WIDTHS = ("256", "512")
 MEMORY_CACHE_SIZE = 256  # libraries kept alive by the in-memory cache (least recent dropped)
 _FORMAT = "symgrad-llvm-object 1"  # bump when the file layout or the compile pipeline changes
-_MAGIC = _FORMAT.encode() + b"\n"
-_SUFFIX = ".sgobj"
+# A new entry: <digest>.sgobj; one that loaded fine: <digest>.ok.sgobj (see disk_cache.py).
+_disk = DiskCache("llvm", _FORMAT, ".sgobj", ("object", "ir"))
 
 # Guards the host, the caches and the shared target machine (codegen is not thread-safe).
 _lock = threading.RLock()
@@ -218,8 +232,7 @@ class CompiledLibrary:
         self.object_code = bytes(object_code)
         self.optimized_ir = optimized_ir
         self.target = target or host()
-        if not self.object_code.startswith(b"\x7fELF"):
-            raise ValueError("CompiledLibrary: object_code is not an ELF object file")
+        _check_elf(self.object_code)
         with _lock:
             # An engine needs a module: an empty one, in a context that dies with the engine.
             empty = llvm.parse_assembly("", context=llvm.create_context())
@@ -260,6 +273,36 @@ class CompiledLibrary:
         return f"<CompiledLibrary [{names}] {len(self.object_code)} bytes>"
 
 
+def _check_elf(code: bytes) -> None:
+    """Refuse object code that is not a relocatable ELF file whose section headers lie inside
+    it: llvmlite aborts or segfaults on such files instead of raising."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"CompiledLibrary: object_code is not an ELF object file ({why})")
+    if not code.startswith(b"\x7fELF") or len(code) < 16 or code[4] not in (1, 2) \
+            or code[5] not in (1, 2):
+        raise bad("no ELF identification")
+    order, wide = "<" if code[5] == 1 else ">", code[4] == 2  # EI_DATA, EI_CLASS
+    head = struct.Struct(order + ("16sHHIQQQIHHHHHH" if wide else "16sHHIIIIIHHHHHH"))
+    section = struct.Struct(order + ("IIQQQQIIQQ" if wide else "IIIIIIIIII"))
+    if len(code) < head.size:
+        raise bad(f"{len(code)} bytes, shorter than its header")
+    fields = head.unpack_from(code)
+    kind, shoff, shentsize, shnum, shstrndx = fields[1], fields[6], *fields[11:14]
+    if kind != 1:  # ET_REL, what the JIT loads
+        raise bad(f"type {kind}, not a relocatable object")
+    if shentsize != section.size or not shoff or shoff + section.size > len(code):
+        raise bad("no section header table")
+    first = section.unpack_from(code, shoff)
+    shnum = shnum or first[5]  # 0: the count is in section 0's sh_size (>= 0xff00 sections)
+    shstrndx = first[6] if shstrndx == 0xFFFF else shstrndx  # SHN_XINDEX: in its sh_link
+    if shoff + shnum * section.size > len(code) or shstrndx >= shnum:
+        raise bad("section header table past the end")
+    for i in range(shnum):
+        _, stype, _, _, offset, size, link, *_ = section.unpack_from(code, shoff + i * section.size)
+        if (stype != 8 and offset + size > len(code)) or link >= shnum:  # 8: SHT_NOBITS
+            raise bad(f"section {i} past the end")
+
+
 # --- the cache --------------------------------------------------------------------------------
 
 @dataclass
@@ -276,8 +319,6 @@ class CacheStats:
 
 stats = CacheStats()
 _memory: OrderedDict[str, CompiledLibrary] = OrderedDict()
-_cache_dir_override: Path | None = None
-_disk_enabled = True
 
 
 def __getattr__(name: str) -> int:
@@ -308,14 +349,14 @@ def get_or_compile(key: str | None, build_ir: Callable[[], str],
                 library.address(name)
             stats.memory_hits += 1
             return library
-        path = _cache_file(digest)
-        library = _read(path, symbols) if path else None
+        library = _disk.load(digest, lambda parts: CompiledLibrary(
+            parts["object"], parts["ir"].decode(), symbols), rejects=(KeyError, RuntimeError))
         if library is not None:
             stats.disk_hits += 1
         else:
             library = compile_module(build_ir() if ir_text is None else ir_text, symbols)
-            if path:
-                _write(path, library)
+            _disk.store(digest, {"object": library.object_code,
+                                 "ir": library.optimized_ir.encode()})
         _memory[digest] = library
         while len(_memory) > MEMORY_CACHE_SIZE:
             _memory.popitem(last=False)
@@ -330,108 +371,9 @@ def _digest(key: str, target: HostTarget) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def cache_dir() -> Path | None:
-    """Where object code is cached on disk, or None when the disk cache is off."""
-    if not _disk_enabled or os.environ.get("SYMGRAD_NO_DISK_CACHE", "") not in ("", "0"):
-        return None
-    if _cache_dir_override is not None:
-        return _cache_dir_override
-    env = os.environ.get("SYMGRAD_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "symgrad"
-
-
-def set_cache_dir(path: str | os.PathLike | None) -> None:
-    """Cache object code under ``path`` (and turn the disk cache on); None: the default place.
-
-    >>> set_cache_dir("/tmp/symgrad-cache")
-    """
-    global _cache_dir_override, _disk_enabled
-    with _lock:
-        _cache_dir_override = None if path is None else Path(path)
-        _disk_enabled = True
-
-
-def disable_disk_cache() -> None:
-    """Stop reading and writing the disk cache (the memory cache stays on)."""
-    global _disk_enabled
-    with _lock:
-        _disk_enabled = False
-
-
-def enable_disk_cache() -> None:
-    """Turn the disk cache back on (``SYMGRAD_NO_DISK_CACHE=1`` still wins)."""
-    global _disk_enabled
-    with _lock:
-        _disk_enabled = True
-
-
 def clear_cache(disk: bool = True) -> None:
     """Forget every library in memory and, with ``disk``, delete the cached object files."""
     with _lock:
         _memory.clear()
-        root = cache_dir()
-        if disk and root is not None and (root / "llvm").is_dir():
-            for path in (root / "llvm").iterdir():
-                if path.suffix == _SUFFIX or path.name.startswith(".tmp-"):
-                    path.unlink(missing_ok=True)
-
-
-def _cache_file(digest: str) -> Path | None:
-    root = cache_dir()
-    return None if root is None else root / "llvm" / f"{digest}{_SUFFIX}"
-
-
-def _read(path: Path, symbols: Sequence[str]) -> CompiledLibrary | None:
-    """Load a cached library; a missing, corrupt or unloadable file gives None."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        object_code, optimized_ir = _decode(data)
-        return CompiledLibrary(object_code, optimized_ir, symbols)
-    except (ValueError, KeyError, RuntimeError):  # corrupt: drop it, compile again
-        path.unlink(missing_ok=True)
-        return None
-
-
-def _write(path: Path, library: CompiledLibrary) -> None:
-    """Write atomically (a temporary file, then rename); a cache that cannot be written is
-    skipped, not an error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_encode(library.object_code, library.optimized_ir))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass
-
-
-def _encode(object_code: bytes, optimized_ir: str) -> bytes:
-    """``MAGIC``, a JSON header line (sizes, sha256 of the payload), object code, IR."""
-    ir = optimized_ir.encode()
-    payload = object_code + ir
-    header = {"object": len(object_code), "ir": len(ir),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    return _MAGIC + json.dumps(header).encode() + b"\n" + payload
-
-
-def _decode(data: bytes) -> tuple[bytes, str]:
-    """Inverse of ``_encode``; ValueError if anything does not match."""
-    if not data.startswith(_MAGIC):
-        raise ValueError("not a symgrad object cache file")
-    line, sep, payload = data[len(_MAGIC):].partition(b"\n")
-    try:
-        header = json.loads(line)
-        sizes = (int(header["object"]), int(header["ir"]))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as exc:
-        raise ValueError("corrupt cache header") from exc
-    if (not sep or len(payload) != sum(sizes)
-            or hashlib.sha256(payload).hexdigest() != header.get("sha256")):
-        raise ValueError("corrupt cache payload")
-    return payload[:sizes[0]], payload[sizes[0]:].decode()
+        if disk:
+            _disk.clear()
