@@ -64,14 +64,24 @@ def _helper(name: str) -> Callable:
     return lambda a, dt, arg, fast: f"{name}({', '.join(a)})"
 
 
+def _add(a, dt, arg, fast):
+    # NumPy's bool + bool is a logical or (C's would be the int 2, cast to 2.0 later)
+    return f"({a[0]} || {a[1]})" if np.dtype(dt).kind == "b" else f"({a[0]} + {a[1]})"
+
+
 def _power(a, dt, arg, fast):
     """``arg``: the exponent when it is a constant (the printer passes it)."""
     x, y = a
+    if np.dtype(dt).kind == "b":  # NumPy: True**y and x**False are True
+        return f"({x} || !{y})"
     if np.dtype(dt).kind in "iu":
         return f"sg_ipow({x}, {y})"
     k = arg
-    if k is not None and float(k).is_integer() and 0 < abs(k) <= 4:
-        # x**2 is x*x: exact, and what NumPy computes too
+    if k is not None and float(k) == 0.5:  # what NumPy computes for a scalar 0.5
+        return f"{'sqrtf' if np.dtype(dt) == np.float32 else 'sqrt'}({x})"
+    if k is not None and (float(k) == -1 or (float(k).is_integer() and 0 < k <= 4)):
+        # x**2 is x*x and x**-1 is 1/x: exact, and what NumPy computes too (x**-2 is pow's:
+        # 1/(x*x) would overflow where x**-2 is a subnormal)
         prod = " * ".join([x] * int(abs(k)))
         one = literal(1, dt)
         return f"({one} / ({prod}))" if k < 0 else f"({prod})"
@@ -99,12 +109,14 @@ def _where(a, dt, arg, fast):
 
 
 def _cast(a, dt, arg, fast):
+    if np.dtype(dt) == np.int32:  # a float out of int's range: NumPy's INT_MIN, not C's UB
+        return f"sg_to_int({a[0]})"
     return f"(({ctype(dt)})({a[0]}))"
 
 
 # How each elementwise operator is spelled in CUDA C: one entry per operator.
 CUDA_OPS: dict = {
-    E.ADD: _infix("+"), E.SUB: _infix("-"), E.MUL: _infix("*"), E.DIV: _infix("/"),
+    E.ADD: _add, E.SUB: _infix("-"), E.MUL: _infix("*"), E.DIV: _infix("/"),
     E.POW: _power, E.NEG: _negative,
     E.MAXIMUM: _helper("sg_maximum"), E.MINIMUM: _helper("sg_minimum"),
     E.LT: _infix("<"), E.LE: _infix("<="), E.GT: _infix(">"), E.GE: _infix(">="),
@@ -171,7 +183,8 @@ template <typename T> __device__ __forceinline__ T sg_leaky_relu(T x, T slope) {
 template <typename T> __device__ __forceinline__ T sg_elu(T x, T alpha) {
   return x > T(0) ? x : alpha * sg_expm1(x < T(0) ? x : T(0));
 }
-// integer power by squaring (a negative exponent gives 0 unless the base is +-1)
+// integer power by squaring (NumPy refuses negative exponents: a constant one is refused
+// when the graph is built; a computed one is read as its 32 bits, unsigned: not an error)
 template <typename T> __device__ __forceinline__ T sg_ipow(T x, T e) {
   T out = 1;
   for (int bit = 0; bit < 32; ++bit) {
@@ -181,6 +194,14 @@ template <typename T> __device__ __forceinline__ T sg_ipow(T x, T e) {
   }
   return out;
 }
+// float -> int as NumPy has it on x86: NaN, inf and values out of range give INT_MIN (a GPU
+// would saturate, and C leaves it undefined)
+template <typename T> __device__ __forceinline__ int sg_to_int(T x) { return (int)x; }
+template <typename T> __device__ __forceinline__ int sg_float_to_int(T x) {
+  return (x >= T(-2147483648.0) && x < T(2147483648.0)) ? (int)x : (-2147483647 - 1);
+}
+__device__ __forceinline__ int sg_to_int(float x) { return sg_float_to_int(x); }
+__device__ __forceinline__ int sg_to_int(double x) { return sg_float_to_int(x); }
 __device__ __forceinline__ long long sg_imin(long long a, long long b) { return a < b ? a : b; }
 // a safe index in [0, n) for a value a select will discard
 __device__ __forceinline__ long long sg_clamp(long long i, long long n) {

@@ -62,7 +62,12 @@ def _cast(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
     if is_float(t):
         if to == I1:
             return b.fcmp_unordered("!=", x, _const(t, 0))  # NaN is truthy, as in NumPy
-        return b.fptosi(x, to)
+        # fptosi of NaN, inf or a value out of range is poison; NumPy (x86) gives the
+        # "integer indefinite" INT_MIN there: say so explicitly
+        top = 2.0 ** (to.width - 1)
+        fits = b.and_(b.fcmp_ordered(">=", x, _const(t, -top)),
+                      b.fcmp_ordered("<", x, _const(t, top)))
+        return b.select(fits, b.fptosi(x, to), _const(to, -(1 << (to.width - 1))))
     if is_float(to):
         return b.uitofp(x, to) if t == I1 else b.sitofp(x, to)
     if to == I1:
@@ -72,12 +77,20 @@ def _cast(b: ir.IRBuilder, x: ir.Value, to: ir.Type) -> ir.Value:
     return b.trunc(x, to)
 
 
+def _icmp(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
+    """An integer comparison as NumPy orders the values: False < True for bools (an
+    ``i1`` compared as signed would make True, -1, the smaller)."""
+    return (b.icmp_unsigned if x.type == I1 else b.icmp_signed)(op, x, y)
+
+
 def _arith(fop: str, iop: str) -> Callable:
     # "contract" lets LLVM fuse a*b + c into one FMA instruction (one rounding instead of two)
     def emit(b, args, t, arg):
         x, y = args
         if is_float(t):
             return getattr(b, fop)(x, y, flags=("contract",))
+        if t == I1 and iop == "add":  # NumPy's bool + bool is a logical or, not a sum mod 2
+            return b.or_(x, y)
         return getattr(b, iop)(x, y)
     return emit
 
@@ -87,7 +100,7 @@ def _compare(fcmp: str, icmp: str, unordered: bool = False) -> Callable:
         x, y = args
         if is_float(x.type):
             return (b.fcmp_unordered if unordered else b.fcmp_ordered)(fcmp, x, y)
-        return b.icmp_signed(icmp, x, y)
+        return _icmp(b, icmp, x, y)
     return emit
 
 
@@ -99,7 +112,7 @@ def _extreme(greater: bool) -> Callable:
             pick = b.fcmp_ordered(">" if greater else "<", x, y)
             pick = b.or_(pick, _isnan(b, x))
         else:
-            pick = b.icmp_signed(">" if greater else "<", x, y)
+            pick = _icmp(b, ">" if greater else "<", x, y)
         return b.select(pick, x, y)
     return emit
 
@@ -108,13 +121,27 @@ def _power(b, args, t, arg):
     x, y = args
     if is_float(t):
         k = _small_integer(y)
-        if k is not None:  # x**2 is x*x: exact, and what NumPy computes too
-            out = x
-            for _ in range(abs(k) - 1):
-                out = b.fmul(out, x)
+        if k in (1, 2, -1):  # x*x and 1/x: exact, and what NumPy computes for them too
+            out = b.fmul(x, x) if k == 2 else x
             return b.fdiv(_const(t, 1), out) if k < 0 else out
+        if k is not None and t == F32:  # in double, rounded once: x**-2 of 1e20 is 1e-40,
+            wide = b.fpext(x, F64)      # not 1/inf
+            out = wide
+            for _ in range(abs(k) - 1):
+                out = b.fmul(out, wide)
+            return b.fptrunc(b.fdiv(_const(F64, 1), out) if k < 0 else out, t)
+        if k is not None and k > 0:  # x*x*x (a product overflows only when x**k does)
+            out = x
+            for _ in range(k - 1):
+                out = b.fmul(out, x)
+            return out
+        if _is_constant(y, 0.5):  # what NumPy computes for a scalar 0.5: sqrt(-inf) is nan
+            return _intrinsic(b, "llvm.sqrt", [x], t)
         return MATH_EMITTERS["pow"](b, x, y)
-    # integers: square-and-multiply over the 32 bits of the exponent, branch-free
+    if t == I1:  # NumPy: True**y and x**False are True, False**True is False
+        return b.or_(x, b.not_(y))
+    # integers: square-and-multiply over the 32 bits of the exponent, branch-free (a
+    # constant negative exponent is refused when the graph is built, as NumPy refuses it)
     result, base, e = _const(t, 1), x, y
     for _ in range(32):
         odd = b.icmp_signed("!=", b.and_(e, _const(t, 1)), _const(t, 0))
@@ -124,8 +151,13 @@ def _power(b, args, t, arg):
     return result
 
 
+def _is_constant(y: ir.Value, v: float) -> bool:
+    return isinstance(y, ir.Constant) and isinstance(y.constant, float) and y.constant == v
+
+
 def _small_integer(y: ir.Value) -> int | None:
-    """The exponent when it is a constant integer from -4 to 4 (but not 0)."""
+    """The exponent when it is a constant integer from -4 to 4 (but not 0); float64 x**-2 and
+    below go through pow (1/(x*x) would overflow where x**-2 is a subnormal)."""
     if isinstance(y, ir.Constant) and isinstance(y.constant, float) and \
             y.constant.is_integer() and 0 < abs(y.constant) <= 4:
         return int(y.constant)
@@ -140,6 +172,8 @@ def _abs(b, args, t, arg):
     (x,) = args
     if is_float(t):
         return _intrinsic(b, "llvm.fabs", [x], t)
+    if t == I1:
+        return x
     return b.select(b.icmp_signed("<", x, _const(t, 0)), b.neg(x), x)
 
 
@@ -322,7 +356,7 @@ class KernelBuilder:
                 better = b.or_(b.fcmp_ordered(">", x, old),
                                b.and_(_isnan(b, x), b.not_(_isnan(b, old))))
             else:
-                better = b.icmp_signed(">", x, old)
+                better = _icmp(b, ">", x, old)
             new = b.select(better, x, old)
             pos = b.select(better, self.value(s.index), b.load(index_slot, typ=I64))
             b.store(pos, index_slot)

@@ -37,8 +37,31 @@ def _where(srcs, arg):
     return broadcast(*(s.shape for s in srcs)), srcs[1].dtype
 
 
+def _power_infer(srcs, arg):
+    """``_same``, refusing what NumPy refuses when it runs: an integer raised to a constant
+    negative integer (compiled integer code has no such value to give)."""
+    base, exponent = srcs
+    if base.dtype.kind in "iub" and exponent.op.name == "const" and (
+            np.asarray(exponent.arg.array) < 0).any():
+        raise ValueError(
+            f"{base} ** {exponent}: integers to negative integer powers are not allowed "
+            f"(NumPy refuses them too); make the base a float first, e.g. "
+            f"sg.cast({base}, 'float64') ** {exponent}")
+    return _same(srcs, arg)
+
+
+def _sign_infer(srcs, arg):
+    """``_same``; a bool has no sign in NumPy (``np.sign`` has no bool loop)."""
+    (x,) = srcs
+    if x.dtype.kind == "b":
+        raise TypeError(f"sign({x}): NumPy has no sign of a bool array; cast it first, "
+                        f"e.g. sg.sign(sg.cast({x}, 'int32'))")
+    return _same(srcs, arg)
+
+
 def unary(name: str, f, **kw) -> OpDef:
-    return OpDef(name, ELEMENTWISE, _same, lambda arg, x: f(x), fn=name, **kw)
+    return OpDef(name, ELEMENTWISE, kw.pop("infer", _same), lambda arg, x: f(x), fn=name,
+                 **kw)
 
 
 def binary(name: str, f, infix: str = "", prec: int = 100, **kw) -> OpDef:
@@ -100,7 +123,8 @@ MUL = binary("multiply", np.multiply, "*", 20, commutative=True, sympy=lambda a,
              vjp=lambda g, out, a, b: (g * b, g * a))
 DIV = binary("divide", np.divide, "/", 20, sympy=lambda a, b: a / b,
              vjp=lambda g, out, a, b: (g / b, -g * out / b))  # d(a/b)/db = -(a/b)/b
-POW = binary("power", np.power, "**", 30, sympy=lambda a, b: a**b, vjp=_pow_vjp)
+POW = binary("power", np.power, "**", 30, infer=_power_infer, sympy=lambda a, b: a**b,
+             vjp=_pow_vjp)
 NEG = unary("negative", np.negative, infix="-", prec=25, sympy=lambda x: -x,
             vjp=lambda g, out, x: (-g,))
 MAXIMUM = binary("maximum", np.maximum, commutative=True, sympy=sympy.Max,
@@ -142,7 +166,7 @@ TANH = unary("tanh", np.tanh, sympy=sympy.tanh, latex=r"\tanh",
 ERF = unary("erf", lambda x: _np_erf(x).astype(x.dtype), sympy=sympy.erf,
             vjp=lambda g, out, x: (g * _2_RSQRT_PI * F.exp(-x**2),))
 ABS = unary("abs", np.abs, sympy=sympy.Abs, vjp=lambda g, out, x: (g * F.sign(x),))
-SIGN = unary("sign", np.sign, sympy=sympy.sign, vjp=_no_grad)
+SIGN = unary("sign", np.sign, infer=_sign_infer, sympy=sympy.sign, vjp=_no_grad)
 SIGMOID = unary("sigmoid", _sigmoid, sympy=_sp_sigmoid, latex=r"\sigma",
                 vjp=lambda g, out, x: (g * out * (1 - out),))
 RELU = unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype),

@@ -243,8 +243,6 @@ def test_accuracy_against_numpy(name, tyname):
     x, ref = _cases(name, prec)
     got = jit(name, x)
     err = _ulp_error(got, ref, jit.dtype)
-    if name in ("sin", "cos", "tan"):  # documented: NaN beyond the reduction's range
-        err = np.where(np.abs(x) > lm.TRIG_MAX_ARG, 0.0, err)
     worst = int(np.argmax(err))
     assert err[worst] <= _bound(name, prec), (
         f"{name}[{tyname}]: {err[worst]:.2f} ulp at x={x[worst]!r}: got {got[worst]!r}, "
@@ -267,11 +265,13 @@ def test_special_values_match_numpy_exactly(name, tyname):
                ).astype(dtype)
     if name == "gelu":  # NumPy's formula 0.5*x*(1 + erf(x/sqrt2)) gives NaN at -inf
         ref[np.isneginf(x)] = np.nan
-    if name in ("sin", "cos", "tan"):  # documented: NaN beyond TRIG_MAX_ARG
-        ref[np.abs(x) > lm.TRIG_MAX_ARG] = np.nan
-    for xi, g, r in zip(x, got, ref):
+    trig_of_big = np.isfinite(x) & (np.abs(x) > 1) & (name in ("sin", "cos", "tan"))
+    err = _ulp_error(got, _ref(name, x), dtype)
+    for xi, g, r, big, e in zip(x, got, ref, trig_of_big, err):
         if np.isnan(r):
             assert np.isnan(g), (name, xi, g)
+        elif big:  # an ordinary value, within the accuracy bound
+            assert e <= _bound(name, tyname), (name, xi, g, r)
         else:
             assert g == r and np.signbit(g) == np.signbit(r), (name, xi, g, r)
 
@@ -311,21 +311,62 @@ def test_expm1_log1p_accurate_near_zero():
             assert _ulp_error(got, _ref(name, x), dt).max() <= 2.0, name
 
 
-@pytest.mark.parametrize("tyname", ["f64", "f32", "v4f64"])
+@pytest.mark.parametrize("tyname", ["f64", "f32", "v4f64", "v8f32"])
 def test_trig_accuracy_for_large_arguments(tyname):
-    """The 3-part fma reduction stays accurate up to TRIG_MAX_ARG, also next to multiples of
-    pi/2 (where the reduced argument cancels)."""
+    """Every finite argument: the 3-part fma reduction up to TRIG_MAX_ARG (also next to
+    multiples of pi/2, where the reduced argument cancels), the Payne-Hanek one beyond, up to
+    the largest finite value, both sides of the switch, and the double closest to a multiple
+    of pi/2 (6381956970095103*2^797, 2^-61 away)."""
     jit = _jit(tyname)
     dt = jit.dtype
     rng = np.random.default_rng(7)
-    x = np.concatenate([np.exp2(rng.uniform(5, 40, 4000)) * rng.choice([-1, 1], 4000),
-                        np.arange(1, 2000) * (np.pi / 2)]).astype(dt)
-    x = x[np.abs(x) <= lm.TRIG_MAX_ARG]
+    top = 1024.0 if dt == np.float64 else 128.0
+    switch = lm.TRIG_MAX_ARG
+    x = np.concatenate([
+        np.exp2(rng.uniform(5, 40, 4000)) * rng.choice([-1, 1], 4000),
+        np.exp2(rng.uniform(40, top, 8000)) * rng.choice([-1, 1], 8000),
+        np.arange(1, 2000) * (np.pi / 2),
+        [switch, -switch, np.nextafter(switch, np.inf), 2 * switch, 1e22, 1e30, -1e30],
+        [6381956970095103 * 2.0**797, 5.319372648326541e+255, 1e300, np.finfo(dt).max]
+        if dt == np.float64 else [16367173 * 2.0**72, 1e38, np.finfo(dt).max]])
+    x = x[np.abs(x) <= np.finfo(dt).max].astype(dt)
     for name in ("sin", "cos", "tan"):
         err = _ulp_error(jit(name, x), _ref(name, x), dt)
         assert err.max() <= ULP_BOUND[tyname[-3:]], (name, x[np.argmax(err)], err.max())
-    assert np.isnan(jit("sin", np.array([2.0**41, -1e300 if dt == np.float64 else -1e30], dt))
-                    ).all()
+
+
+def test_float32_trig_of_huge_arguments_sampled_over_every_exponent():
+    """Every 4096th float32 from 2^40 to the largest (180000 points, each exponent and
+    mantissas all over), against float64 NumPy: the reduction needs no exponent of its own."""
+    jit = _jit("f32")
+    lo = np.array(2.0**40, np.float32).view(np.int32)
+    bits = np.arange(lo, np.array(np.finfo(np.float32).max).view(np.int32), 4096, np.int32)
+    x = np.concatenate([bits.view(np.float32), -bits.view(np.float32)])
+    for name in ("sin", "cos", "tan"):
+        err = _ulp_error(jit(name, x), _ref(name, x), np.float32)
+        assert err.max() <= 1.0, (name, x[np.argmax(err)], err.max())
+
+
+def test_two_over_pi_table_is_exact():
+    """The Payne-Hanek table's bits of 2/pi (integer Machin formula) against mpmath."""
+    from symgrad.codegen import llvm_trig
+
+    bits = 32 * llvm_trig.LIMBS - 32
+    with mpmath.workprec(bits + 64):
+        want = int(mpmath.floor(2 / mpmath.pi * mpmath.mpf(2) ** bits))
+    assert llvm_trig.two_over_pi(bits) == want
+    pairs = llvm_trig.table_pairs()
+    assert pairs[0] >> 32 == 0 and (pairs[0] & 0xFFFFFFFF) == want >> (bits - 32)
+    assert all((p >> 32) == (q & 0xFFFFFFFF) for q, p in zip(pairs, pairs[1:]))
+
+
+def test_trig_of_huge_arguments_vectorizes_without_libm():
+    """The float64 loop of sin vectorizes with the Payne-Hanek reduction in it (gathers
+    from the table), and the float32 one needs no table load at all."""
+    text64, text32 = _jit("f64").optimized_ir["k_sin"], _jit("f32").optimized_ir["k_sin"]
+    assert re.search(r"<(2|4|8) x double>", text64) and re.search(r"<(4|8|16) x i64>", text64)
+    assert "gather" in text64 or "two_over_pi" in text64
+    assert "two_over_pi" not in text32
 
 
 def test_gelu_tail_relative_accuracy():
