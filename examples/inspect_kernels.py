@@ -25,12 +25,14 @@ def head(text: str, lines: int) -> str:
     return "\n".join(rows[:lines]) + more
 
 
-def code_start(asm: str) -> str:
-    """The assembly from the first function's label (skipping the constant pools)."""
+def code_start(asm: str, label: str = "pass1") -> str:
+    """The assembly from the first pass's label (skipping the constant pools and the small
+    stages before the data), else from the first function's."""
     rows = asm.splitlines()
-    for i, row in enumerate(rows):
-        if row.endswith(":") and not row.startswith((".", "\t", " ")):
-            return "\n".join(rows[max(i - 3, 0):])
+    starts = [i for i, row in enumerate(rows)
+              if row.endswith(":") and not row.startswith((".", "\t", " "))]
+    for i in [i for i in starts if rows[i] == f"{label}:"] + starts:
+        return "\n".join(rows[max(i - 3, 0):])
     return asm
 
 

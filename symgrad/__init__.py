@@ -13,12 +13,14 @@ from symgrad.expr import *  # noqa: F403
 from symgrad.expr import __all__ as _expr_all
 from symgrad.expr import init
 from symgrad.runtime import Function, function, get_num_threads, nn, optim, set_num_threads
+from symgrad.runtime.checkpoint import CheckpointError, load, save
 from symgrad.runtime.fit import History, fit
 from symgrad.runtime.minimize import minimize
-from symgrad.runtime.step import Step, compile_step
+from symgrad.runtime.step import NonFiniteError, Step, compile_step
 from symgrad.runtime.watch import watch
 
 __version__ = "0.1.0"
 __all__ = [*_expr_all, "init", "Function", "function", "grad", "jacobian", "hessian", "hvp",
            "simplify", "set_num_threads", "get_num_threads", "nn", "optim", "fit", "History",
-           "minimize", "Step", "compile_step", "watch"]
+           "minimize", "Step", "compile_step", "NonFiniteError", "watch", "save", "load",
+           "CheckpointError"]

@@ -129,6 +129,7 @@ def _buffer_names(prog: Program) -> dict[str, str]:
         c = name if name.isascii() else f"buf{len(out)}"  # NVRTC takes ASCII names only
         while c in taken or c.startswith("sg_") or c.startswith("__"):
             c += "_"
+        taken.add(c)  # a renamed "n" -> "n_" must not then meet a model's own "n_"
         out[name] = c
     return out
 

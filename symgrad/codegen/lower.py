@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from symgrad.codegen import loopir as L
-from symgrad.codegen.schedule import LEAVES, Plan, decompose, describe, schedule, stage_lines
+from symgrad.codegen.schedule import (
+    LEAVES,
+    Plan,
+    decompose,
+    describe,
+    per_sample,
+    schedule,
+    stage_lines,
+)
 from symgrad.expr import ops_tensor as T
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import ELEMENTWISE, Expr
@@ -65,12 +73,27 @@ class Program:
         return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)
 
 
+# Names the lowering writes itself (loop indices, chunk and block bounds): a model's input
+# or parameter never gets one of them.
+FIXED_NAMES = frozenset("n start stop chunk c0 c1 blk n0 nb".split())
+
+
 class _Names:
+    """Fresh names for one program. Every name handed out, the model's own buffer names
+    included, is taken once: a user's input called ``out0`` or ``s3`` never shares a name
+    with a generated buffer, scratch array or register."""
+
     def __init__(self):
         self.counter = itertools.count()
+        self.taken: set[str] = set(FIXED_NAMES)
 
     def fresh(self, prefix: str) -> str:
-        return f"{prefix}{next(self.counter)}"
+        name = f"{prefix}{next(self.counter)}"
+        while name in self.taken:
+            name = f"{prefix}{next(self.counter)}"
+        self.taken.add(name)
+        return name
+
 
 
 TARGETS = ("cpu", "gpu")
@@ -112,12 +135,19 @@ class _Lowerer:
         return name
 
     def _name_leaves(self) -> None:
-        seen: set[str] = set()
+        leaves = [n for n in self.plan.order if n.op is INPUT or n.op is PARAM]
+        # Every user name is taken before any leaf is named, so a renamed leaf (parameters
+        # "w_0", "w", "w" become w_0, w, w_1) or a generated name never lands on one.
+        self.names.taken |= {n.name for n in leaves}
+        claimed: set[str] = set()
         for n in self.plan.order:
             if n.op is INPUT or n.op is PARAM:
-                base = n.name if n.name.isidentifier() else "p"
-                name = base if base not in seen else self.names.fresh(base + "_")
-                seen.add(name)
+                own = n.name.isidentifier() and n.name not in FIXED_NAMES
+                if own and n.name not in claimed:
+                    name = n.name
+                else:
+                    name = self.names.fresh((n.name if n.name.isidentifier() else "p") + "_")
+                claimed.add(name)
                 self._add_buffer(name, n, "input" if n.op is INPUT else "param")
                 self.labels[n] = name
             elif n.op is CONST and n.arg.scalar() is None:
@@ -126,12 +156,14 @@ class _Lowerer:
                 self.const_arrays[name] = np.ascontiguousarray(n.arg.array)
         for i, o in enumerate(self.outputs):
             if o.op not in LEAVES and o not in self.node_buffer:
-                self._add_buffer(f"out{i}", o, "output")
-                self.labels[o] = f"out{i}"
+                name = f"out{i}" if f"out{i}" not in self.names.taken else \
+                    self.names.fresh(f"out{i}_")
+                self.names.taken.add(name)
+                self._add_buffer(name, o, "output")
+                self.labels[o] = name
         for n in self.plan.order:
             if n in self.plan.materialized and n not in self.node_buffer:
-                batched = self.plan.batch is not None and self.plan.batch in n.shape
-                if not batched or n in self.plan.stored_whole:
+                if not per_sample(n, self.plan.batch) or n in self.plan.stored_whole:
                     self._add_buffer(self.names.fresh("v"), n, "temp")
                 self.labels.setdefault(n, self.node_buffer.get(n) or self.names.fresh("s"))
 
@@ -314,7 +346,7 @@ class _Lowerer:
 
     def _batch_axis(self, n: Expr) -> int | None:
         b = self.plan.batch
-        return n.shape.index(b) if b is not None and b in n.shape else None
+        return n.shape.index(b) if per_sample(n, b) else None
 
     def _sample_shape(self, n: Expr) -> tuple:
         ax = self._batch_axis(n)
@@ -417,12 +449,21 @@ class _Lowerer:
                                 L.Local(sh, x.dtype)), x.dtype)
         kind = {T.SUM: "sum", T.MEAN: "sum", T.MAX: "max", T.MIN: "min",
                 T.ARGMAX: "argmax"}[n.op]
+        # each dtype's own identity: bools start from False (True for a min), integers
+        # from their extremes (an infinity cast to int32 is INT32_MIN, to bool True)
         init = {"sum": 0, "max": -np.inf, "min": np.inf, "argmax": -np.inf}[kind]
-        if dt.kind in "iub" and kind in ("max", "min", "argmax"):
-            info = np.iinfo(np.int32)
-            init = info.min if kind != "min" else info.max
+        if dt.kind == "b" and kind != "sum":
+            init = kind == "min"
+        elif dt.kind in "iu" and kind != "sum":
+            info = np.iinfo(dt)
+            init = info.max if kind == "min" else info.min
         if dt.kind == "b" and kind == "sum":
             dt = np.dtype("int32")
+        if kind == "sum" and dt == np.float32 and any(isinstance(x.shape[a], str)
+                                                      for a in axes):
+            # a float32 sum over a symbolic length (an (N, N) mean: N*N terms) adds in
+            # float64, as NumPy's pairwise sum keeps ~1e-7 where float32 lanes lose ~1e-4
+            dt = np.dtype("float64")
         value = self.expr(x, src_idx)
         if value_dtype(value) != dt:
             value = L.Op("cast", (value,), dt, dt)

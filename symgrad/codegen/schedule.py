@@ -52,14 +52,49 @@ def choose_batch_dim(nodes: list[Expr]) -> str | None:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
+def per_sample(n: Expr, batch: str | None) -> bool:
+    """Whether ``n`` is computed one sample at a time inside a pass: its shape holds the
+    batch dimension exactly once. A value with the batch on two axes (``x - y`` of shapes
+    (N,) and (N, 1), ``X @ X.T``) pairs every sample with every other: it is computed whole,
+    between passes, from stored values."""
+    return batch is not None and n.shape.count(batch) == 1
+
+
 def is_batch_accumulator(n: Expr, batch: str | None) -> bool:
-    """A reduction that sums (max, min) the batch axis of a batched value away."""
+    """A reduction that sums (max, min) the batch axis of a per-sample value away."""
     if batch is None or batch in n.shape:
         return False
     if n.op is T.MATMUL:
         a, b = n.srcs
-        return a.shape[-1] == batch and batch not in n.shape and a.ndim <= 2 and b.ndim <= 2
-    return n.op in BATCH_ACCUMULATORS and batch in n.srcs[0].shape
+        return (a.shape[-1] == batch and a.ndim <= 2 and b.ndim <= 2
+                and per_sample(a, batch) and per_sample(b, batch))
+    return n.op in BATCH_ACCUMULATORS and per_sample(n.srcs[0], batch)
+
+
+def reads_other_samples(n: Expr, s: Expr, batch: str | None) -> bool:
+    """Whether per-sample ``n`` reads per-sample source ``s`` at samples other than its own:
+    then ``s`` must be complete (stored whole, from an earlier pass) before ``n`` runs.
+    Elementwise, broadcast, transpose and reductions over other axes keep the sample index;
+    a matmul contracting the batch axis of one operand into an output that keeps the batch
+    of the other, or a reshape that moves the batch axis, does not."""
+    if not (per_sample(n, batch) and per_sample(s, batch)):
+        return False
+    if n.op is T.MATMUL:
+        a, b = n.srcs
+        contracted = a.shape[-1] if s is a else (b.shape[0] if b.ndim == 1 else b.shape[-2])
+        return contracted == batch
+    if n.op is T.RESHAPE:
+        return _before_batch(n.shape, batch) != _before_batch(s.shape, batch)
+    return False
+
+
+def _before_batch(shape: tuple, batch: str) -> int:
+    """The number of elements before the batch axis (a reshape that keeps it keeps every
+    sample's elements together)."""
+    out = 1
+    for d in shape[:shape.index(batch)]:
+        out *= d
+    return out
 
 
 @dataclass
@@ -114,9 +149,11 @@ def schedule(outputs: list[Expr]) -> Plan:
         if n.op in LEAVES or n.op.kind == LEAF:
             stage[n] = 0
             continue
-        batched = batch is not None and batch in n.shape
         base = max((stage[s] for s in n.srcs), default=0)
-        if batched:
+        if per_sample(n, batch):
+            for s in n.srcs:  # a source read across samples is finished in an earlier pass
+                if s.op not in LEAVES and reads_other_samples(n, s, batch):
+                    base = max(base, stage[s] + 1)
             stage[n] = base if base % 2 == 1 else base + 1
         elif is_batch_accumulator(n, batch):
             accumulators.add(n)
@@ -124,8 +161,8 @@ def schedule(outputs: list[Expr]) -> Plan:
             src_stage = src_stage if src_stage % 2 == 1 else src_stage + 1
             stage[n] = src_stage + 1
         else:
-            for s in n.srcs:  # a whole batched array feeds an unbatched value
-                if batch is not None and batch in s.shape:
+            for s in n.srcs:  # a whole per-sample array feeds a value computed whole
+                if per_sample(s, batch):
                     if s.op not in LEAVES:  # an input is already whole in memory
                         _store_whole(s, stored_whole, materialized)
                     base = max(base, stage[s] + 1)

@@ -76,6 +76,14 @@ class ParamSlot:
             self.mirror.to_host(self._value)
         return self._value
 
+    def snapshot(self) -> np.ndarray:
+        """A read-only copy of the current value, which later steps do not change."""
+        if self.mirror is not None:
+            self.mirror.sync_host(self._value)
+        out = self._value.copy()
+        out.setflags(write=False)
+        return out
+
     def assign(self, new: Any) -> None:
         arr = np.asarray(new)
         if arr.dtype.kind not in "biuf":
@@ -145,17 +153,23 @@ Init = Callable[[Shape, np.dtype], np.ndarray]
 
 
 def param(name: str, shape: object = None, init: float | np.ndarray | Init = 0.0,
-          dtype: object = "float32") -> Expr:
-    """A new trainable parameter; ``.value`` reads and assigns its current value.
+          dtype: object = None) -> Expr:
+    """A new trainable parameter; ``.value`` reads (a snapshot) and assigns its value.
 
     ``init`` is a number, an array (the shape is taken from it when not given) or an
-    initializer from :mod:`symgrad.init`.
+    initializer from :mod:`symgrad.init`. Without ``dtype``, a float32 or float64 NumPy
+    array keeps its dtype (as ``torch.tensor`` and ``jnp.asarray`` do); a number, a list or
+    an initializer gives float32.
 
     >>> w = sg.param("w", init=0.5)
     >>> W = sg.param("W", shape=(784, 10), init=sg.init.normal(0.0, 0.01, seed=0))
     >>> W.value.shape
     (784, 10)
     """
+    if dtype is None:
+        own = getattr(init, "dtype", None) if isinstance(init, (np.ndarray, np.generic)) \
+            else None
+        dtype = own if own in (np.float32, np.float64) else "float32"
     dt = as_dtype(dtype, f"param {name!r}")
     if callable(init):
         shp = as_shape(() if shape is None else shape, f"param {name!r}")
@@ -183,12 +197,23 @@ def param(name: str, shape: object = None, init: float | np.ndarray | Init = 0.0
 
 
 def params(names: str, shape: object = None, init: float | np.ndarray | Init = 0.0,
-           dtype: object = "float32") -> tuple[Expr, ...]:
+           dtype: object = None) -> tuple[Expr, ...]:
     """Several new parameters from a space-separated string, each with its own value.
 
+    ``init`` is shared (a number, an array or an initializer: every parameter starts from
+    it), or a list or tuple with one init per name.
+
     >>> w1, w2, b = sg.params("w1 w2 b", init=0.0)
+    >>> w1, w2, b = sg.params("w1 w2 b", init=[5, 8, -2])   # w1 = 5, w2 = 8, b = -2
     """
-    return tuple(param(n, shape, init, dtype) for n in names.replace(",", " ").split())
+    split = names.replace(",", " ").split()
+    if isinstance(init, (list, tuple)):
+        if len(init) != len(split):
+            raise ValueError(f"params {names!r}: a list or tuple init gives one init per "
+                             f"name: {len(split)} names, got {len(init)} inits (pass a NumPy "
+                             f"array to start every parameter from the same array)")
+        return tuple(param(n, shape, i, dtype) for n, i in zip(split, init))
+    return tuple(param(n, shape, init, dtype) for n in split)
 
 
 def const(value: object, dtype: object = None) -> Expr:

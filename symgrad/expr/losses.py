@@ -9,7 +9,7 @@ from __future__ import annotations
 from symgrad.expr.dtypes import INT32
 from symgrad.expr.functions import Operand, abs, as_expr, exp, log, softplus, where
 from symgrad.expr.node import Expr
-from symgrad.expr.shapes import fmt
+from symgrad.expr.shapes import ShapeError, broadcast, fmt, repeated_dims
 from symgrad.expr.tensors import log_softmax, mean, one_hot, sum
 
 __all__ = ["mse", "mae", "huber", "smooth_l1", "cross_entropy", "nll",
@@ -31,14 +31,43 @@ def _reduce(loss: Expr, reduction: str, allowed: tuple = _REDUCTIONS) -> Expr:
     return loss
 
 
+def _pair(loss: str, pred: Operand, target: Operand,
+          names: tuple[str, str] = ("pred", "target")) -> tuple[Expr, Expr]:
+    """The two operands of an elementwise loss; refuses the classic target-shape mistake,
+    a prediction of shape (N,) against a target of shape (N, 1), which broadcasts to an
+    (N, N) array of every prediction against every target (PyTorch warns here)."""
+    p, t = as_expr(pred), as_expr(target)
+    if p.shape != t.shape:
+        try:
+            both = broadcast(p.shape, t.shape, what=f"{loss}: {names[0]} and {names[1]}",
+                             warn=False)
+        except ShapeError:
+            both = None
+        if both is not None and repeated_dims(both, p.shape, t.shape):
+            d = repeated_dims(both, p.shape, t.shape)[0]
+            col, row = (names[1], names[0]) if t.ndim > p.ndim else names
+            raise ShapeError(
+                f"{loss}: {names[0]} has shape {fmt(p.shape)} and {names[1]} has shape "
+                f"{fmt(t.shape)}; they would broadcast to {fmt(both)}, pairing every sample "
+                f"with every other. Make the shapes equal: take {col}[:, 0] (or "
+                f"{col}.reshape(({d!r},))) for a column, or give {row} the column's shape")
+    return p, t
+
+
 def mse(pred: Operand, target: Operand, reduction: str = "mean") -> Expr:
-    """Mean squared error ``mean((pred - target)**2)`` (``torch.nn.MSELoss``)."""
-    return _reduce((as_expr(pred) - target) ** 2, reduction)
+    """Mean squared error ``mean((pred - target)**2)`` (``torch.nn.MSELoss``).
+
+    ``pred`` and ``target`` of shapes (N,) and (N, 1) are refused (they would broadcast to
+    (N, N)).
+    """
+    p, t = _pair("mse", pred, target)
+    return _reduce((p - t) ** 2, reduction)
 
 
 def mae(pred: Operand, target: Operand, reduction: str = "mean") -> Expr:
     """Mean absolute error ``mean(abs(pred - target))`` (``torch.nn.L1Loss``)."""
-    return _reduce(abs(as_expr(pred) - target), reduction)
+    p, t = _pair("mae", pred, target)
+    return _reduce(abs(p - t), reduction)
 
 
 def huber(pred: Operand, target: Operand, delta: float = 1.0, reduction: str = "mean") -> Expr:
@@ -47,7 +76,8 @@ def huber(pred: Operand, target: Operand, delta: float = 1.0, reduction: str = "
 
     >>> sg.huber(pred, y, delta=1.0)
     """
-    d = as_expr(pred) - target
+    p, t = _pair("huber", pred, target)
+    d = p - t
     a = abs(d)
     return _reduce(where(a < delta, 0.5 * d**2, delta * (a - 0.5 * delta)), reduction)
 
@@ -56,7 +86,8 @@ def smooth_l1(pred: Operand, target: Operand, beta: float = 1.0,
               reduction: str = "mean") -> Expr:
     """``0.5*d**2/beta`` where ``|d| < beta``, else ``|d| - 0.5*beta``
     (``torch.nn.SmoothL1Loss``)."""
-    d = as_expr(pred) - target
+    p, t = _pair("smooth_l1", pred, target)
+    d = p - t
     a = abs(d)
     return _reduce(where(a < beta, 0.5 * d**2 / beta, a - 0.5 * beta), reduction)
 
@@ -102,8 +133,8 @@ def binary_cross_entropy_with_logits(logits: Operand, targets: Operand,
                                      reduction: str = "mean") -> Expr:
     """``softplus(z) - y*z``: binary cross-entropy on logits, overflow-free
     (``torch.nn.BCEWithLogitsLoss``)."""
-    z = as_expr(logits)
-    return _reduce(softplus(z) - z * targets, reduction)
+    z, y = _pair("binary_cross_entropy_with_logits", logits, targets, ("logits", "targets"))
+    return _reduce(softplus(z) - z * y, reduction)
 
 
 def kl_div(log_input: Operand, target: Operand, reduction: str = "mean",
@@ -113,7 +144,7 @@ def kl_div(log_input: Operand, target: Operand, reduction: str = "mean",
 
     >>> sg.kl_div(sg.log_softmax(z), p, reduction="batchmean")
     """
-    inp, t = as_expr(log_input), as_expr(target)
+    inp, t = _pair("kl_div", log_input, target, ("log_input", "target"))
     if log_target:
         pointwise = exp(t) * (t - inp)
     else:  # log of a safe argument, so neither the value nor a derivative meets 0*log(0)

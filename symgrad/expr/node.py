@@ -123,10 +123,12 @@ class Expr:
 
     @property
     def value(self) -> np.ndarray:
-        """The current value of a parameter (a NumPy array); assign to set it."""
+        """The current value of a parameter: a read-only snapshot, which later training
+        steps do not change (``history.append(w.value)`` records each step's value). To
+        set it, assign: ``w.value = new`` (checked against the shape and dtype)."""
         if self.op.name != "param":
             raise AttributeError(f"only parameters have a value; this is a {self.op.name} node")
-        return self.arg.value
+        return self.arg.snapshot()
 
     @value.setter
     def value(self, new: Any) -> None:

@@ -8,6 +8,9 @@ never assumed to be 1).
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections import Counter
 from math import prod
 from typing import Union
@@ -18,6 +21,40 @@ Shape = tuple[Dim, ...]
 
 class ShapeError(ValueError):
     """Shapes that do not fit together; raised where the bad node is built."""
+
+
+class RepeatedDimWarning(UserWarning):
+    """A broadcast that puts one symbolic dimension on two axes: ``(N,) - (N, 1)`` is an
+    ``(N, N)`` array, NumPy's answer but seldom what was meant."""
+
+
+def repeated_dims(result: Shape, *shapes: Shape) -> list[str]:
+    """Symbolic dimensions that ``result`` holds more often than any one of ``shapes``."""
+    counts = Counter(d for d in result if isinstance(d, str))
+    most = Counter()
+    for s in shapes:
+        for d, k in Counter(d for d in s if isinstance(d, str)).items():
+            most[d] = max(most[d], k)
+    return sorted(d for d, k in counts.items() if k > most[d])
+
+
+def repeat_advice(shapes: tuple[Shape, ...], dims: list[str]) -> str:
+    """What a broadcast that repeats ``dims`` does, and the usual fix."""
+    d = dims[0]
+    return (f"broadcasting shapes {' and '.join(fmt(s) for s in shapes)} puts {d} on two "
+            f"axes (every sample paired with every other sample); if one operand is a column "
+            f"of shape ({d}, 1), take y[:, 0] or y.reshape(({d!r},)) to make it ({d},)")
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_stacklevel() -> int:
+    """The stack level of the first frame outside symgrad: where the user built the node."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def as_shape(shape: object, what: str = "shape") -> Shape:
@@ -50,8 +87,10 @@ def fmt(shape: Shape) -> str:
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
-def broadcast(*shapes: Shape, what: str = "operands") -> Shape:
-    """The NumPy broadcast of ``shapes``; :class:`ShapeError` names all of them if none."""
+def broadcast(*shapes: Shape, what: str = "operands", warn: bool = True) -> Shape:
+    """The NumPy broadcast of ``shapes``; :class:`ShapeError` names all of them if none.
+    A result that repeats a symbolic dimension the operands did not repeat warns
+    (:class:`RepeatedDimWarning`) unless ``warn`` is false."""
     ndim = max((len(s) for s in shapes), default=0)
     out: list[Dim] = []
     for axis in range(-ndim, 0):
@@ -63,7 +102,14 @@ def broadcast(*shapes: Shape, what: str = "operands") -> Shape:
                              f"{' vs '.join(str(d) for d in sorted(dims, key=str))} "
                              f"differ at axis {axis}")
         out.append(dims.pop() if dims else 1)
-    return tuple(out)
+    result = tuple(out)
+    syms = [d for d in result if isinstance(d, str)] if warn and len(shapes) > 1 else ()
+    if len(syms) > len(set(syms)):  # cheap test first: this runs for every node built
+        repeated = repeated_dims(result, *shapes)
+        if repeated:  # once per place in the user's code (Python's default filter)
+            warnings.warn(repeat_advice(shapes, repeated), RepeatedDimWarning,
+                          stacklevel=_user_stacklevel())
+    return result
 
 
 def normalize_axes(axis: object, ndim: int, what: str = "axis") -> tuple[int, ...]:

@@ -1,29 +1,41 @@
 """What the compiled backends share: the outputs and their inputs, the lowered program, the
 calling convention (feeds checked exactly as the NumPy reference checks them, before anything
 runs), leaf outputs, committing new parameter values, and the checks the reference makes
-while it runs that compiled code cannot (then the reference runs instead).
+while it runs.
+
+A compiled function never returns a number the reference would not: what the reference
+checks on sizes (an index past a symbolic axis, a max over no samples) is checked before
+the kernels run, and what it checks on computed values (one_hot labels in range, no
+negative integer exponent) is counted by hidden outputs computed in the same kernels;
+when either check fails the reference runs instead (and raises its own error). Nothing is
+committed before every check and the caller's ``gate`` have passed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from symgrad.codegen.lower import Program, lower
+from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
+from symgrad.expr import tensors
 from symgrad.expr.evaluate import (
     Outputs,
     as_outputs,
     check_dims_bound,
     check_feeds,
     graph_inputs,
+    run_graph,
     symbolic_dims,
 )
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
-from symgrad.expr.node import toposort
+from symgrad.expr.node import Expr, toposort
+from symgrad.expr.ops_elementwise import POW
 from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.shapes import size_of
+from symgrad.runtime.signals import deferred_signals
 
 
 class CompiledFunction:
@@ -33,7 +45,8 @@ class CompiledFunction:
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
         self._dims = symbolic_dims(self.outputs)
-        self.program: Program = lower(self.outputs, target)
+        self._checks = value_checks(self.outputs)  # hidden outputs after the user's
+        self.program: Program = lower(self.outputs + self._checks, target)
         self._guards = _size_guards(self.outputs)
 
     @property
@@ -48,13 +61,41 @@ class CompiledFunction:
         results = self.call(feeds)
         return results[0] if self._single else tuple(results)
 
-    def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None) -> list:
-        """Every output as a list; ``commit`` as in ``Function.run``."""
+    def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
+             gate: Gate | None = None) -> list:
+        """Every output as a list; ``commit`` and ``gate`` as in ``Function.run``."""
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        return commit_on_host(self.run(arrays, sizes), commit)
+        return self.execute(arrays, sizes, commit, gate)
 
-    def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> list:
+    def execute(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
+                commit: dict[int, Any] | None = None, gate: Gate | None = None,
+                **backend_args: Any) -> list:
+        """Run on checked feeds: compiled when every check passes, else the reference."""
+        n = len(self.outputs)
+        if not self.reference_needed(arrays, sizes):
+            def accept(results: list) -> bool:
+                if any(results[i] for i in range(n, len(results))):
+                    raise _ReferenceNeededError  # a computed value the reference refuses
+                return gate is None or gate(results[:n])
+
+            try:
+                return self.run(arrays, sizes, commit, accept, **backend_args)[:n]
+            except _ReferenceNeededError:
+                pass
+        if backend_args.get("on_device"):
+            raise ValueError("this graph needs a check the NumPy reference makes while it "
+                             "runs (an index past a symbolic axis, a max over no samples, "
+                             "one_hot labels out of range); feed host arrays for it")
+        results = distinct_arrays(run_graph(self.outputs, arrays, sizes))
+        return commit_on_host(results, commit if gate is None or gate(results) else None)
+
+    def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
+            commit: dict[int, Any] | None, accept: Callable[[list], bool],
+            **backend_args: Any) -> list:
+        """The backend's run: every output of the program (hidden checks included);
+        ``accept(results)`` is called once every result is known and before anything is
+        committed: it raises to abandon the call, or returns False to commit nothing."""
         raise NotImplementedError
 
     def reference_needed(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:
@@ -62,6 +103,13 @@ class CompiledFunction:
         reference raises its own error (compiled code would read out of bounds, return -inf
         or a row of zeros)."""
         return any(_fails(g, sizes, arrays) for g in self._guards)
+
+
+Gate = Callable[[list], bool]
+
+
+class _ReferenceNeededError(Exception):
+    """A hidden check counted a value the reference refuses: run the reference instead."""
 
 
 def leaf_result(o: Any, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> np.ndarray:
@@ -80,11 +128,62 @@ def leaf_result(o: Any, arrays: dict[str, np.ndarray], sizes: dict[str, int]) ->
 def commit_on_host(results: list, commit: dict[int, Any] | None) -> list:
     """Write ``results[i]`` into parameter slot ``commit[i]`` (every result is computed
     already: the call succeeded) and put ``None`` in its place."""
-    for i, slot in (commit or {}).items():
-        if results[i] is not None:
-            slot.value[...] = results[i]
+    pending = [(i, slot) for i, slot in (commit or {}).items() if results[i] is not None]
+    targets = [slot.value for _, slot in pending]  # fetched (from a GPU) before writing any
+    with deferred_signals():  # all or nothing, even under Ctrl-C
+        for (i, _), target in zip(pending, targets):
+            np.copyto(target, results[i], casting="unsafe")
             results[i] = None
     return results
+
+
+def distinct_arrays(results: list) -> list:
+    """``function([loss, loss])`` returns two arrays, not one array twice."""
+    seen: set[int] = set()
+    out = []
+    for r in results:
+        if isinstance(r, np.ndarray) and id(r) in seen:
+            r = r.copy()
+        seen.add(id(r))
+        out.append(r)
+    return out
+
+
+def _labels_outside(n: Expr) -> Expr | None:
+    """one_hot(labels, k) of computed labels: how many lie outside [0, k)."""
+    labels = n.srcs[0]
+    if labels.op is INPUT:
+        return None  # checked on the feed itself (``_size_guards``)
+    outside = F.where(labels < 0, 1, F.where(labels >= n.arg[0], 1, 0))
+    return tensors.sum(outside)
+
+
+def _negative_int_exponent(n: Expr) -> Expr | None:
+    """An integer power with a computed exponent: how many exponents are negative (NumPy
+    raises for those; machine code would return garbage)."""
+    base, exponent = n.srcs
+    if n.dtype.kind not in "iu" or exponent.op is CONST:
+        return None
+    return tensors.sum(F.where(exponent < 0, 1, 0))
+
+
+# What the reference checks on computed values, by operator: each builds a scalar count of
+# violations computed with the outputs (nonzero: the reference runs and raises its error).
+VALUE_CHECKS: dict[Any, Callable[[Expr], Expr | None]] = {
+    T.ONE_HOT: _labels_outside,
+    POW: _negative_int_exponent,
+}
+
+
+def value_checks(outputs: list[Expr]) -> list[Expr]:
+    """The hidden check outputs of a graph (see ``VALUE_CHECKS``)."""
+    checks = []
+    for n in toposort(list(outputs)):
+        rule = VALUE_CHECKS.get(n.op)
+        check = rule(n) if rule is not None else None
+        if check is not None and check not in checks:
+            checks.append(check)
+    return checks
 
 
 def _size_guards(outputs: list) -> list[tuple]:

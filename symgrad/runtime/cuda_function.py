@@ -14,18 +14,25 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from symgrad.codegen.cuda import CudaKernel, CudaProgram, render_cuda
 from symgrad.codegen.schedule import LEAVES
-from symgrad.expr.evaluate import Outputs, check_dims_bound, check_feeds, run_graph
+from symgrad.expr.evaluate import Outputs, check_dims_bound, check_feeds
 from symgrad.expr.leaves import INPUT
 from symgrad.expr.shapes import size_of
 from symgrad.runtime import cuda_compile, cuda_memory
-from symgrad.runtime.compiled import CompiledFunction, commit_on_host, leaf_result
+from symgrad.runtime.compiled import (
+    CompiledFunction,
+    Gate,
+    commit_on_host,
+    distinct_arrays,
+    leaf_result,
+)
 from symgrad.runtime.cuda_driver import NoCudaDriverError, get_driver
+from symgrad.runtime.signals import deferred_signals
 
 # Per-thread partials that do not fit in registers live in global memory: the grid of a
 # pass is cut so that they take at most this many bytes.
@@ -73,12 +80,13 @@ class CUDAFunction(CompiledFunction):
         raise AttributeError("the cuda backend has no optimized IR to show; .source is the "
                              "CUDA C and .cubin(arch) the compiled kernels")
 
-    def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None) -> list:
+    def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
+             gate: Gate | None = None) -> list:
         """Every output as a list; ``commit``'s new values are made current on the device."""
         feeds, on_device = self.device_feeds(feeds)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        return self.run(arrays, sizes, commit, on_device)
+        return self.execute(arrays, sizes, commit, gate, on_device=on_device)
 
     def device_feeds(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Split off feeds that already live on the GPU (anything with
@@ -122,24 +130,19 @@ class CUDAFunction(CompiledFunction):
         return driver
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
-            commit: dict[int, Any] | None = None,
+            commit: dict[int, Any] | None, accept: Callable[[list], bool],
             on_device: dict[str, int] | None = None) -> list[np.ndarray | None]:
         """Run on checked feeds. ``commit`` maps output positions to parameter slots whose
-        new value that output is: written on the device once every kernel has finished,
-        and returned as ``None``. ``on_device``: inputs given as device addresses."""
+        new value that output is: written on the device once every kernel has finished and
+        ``accept`` has passed, and returned as ``None``. ``on_device``: inputs given as
+        device addresses."""
         with self._lock:
-            return self._run(arrays, sizes, commit, on_device)
+            return self._run(arrays, sizes, commit, accept, on_device)
 
     def _run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
-             commit: dict[int, Any] | None,
+             commit: dict[int, Any] | None, accept: Callable[[list], bool],
              on_device: dict[str, int] | None) -> list[np.ndarray | None]:
         on_device = on_device or {}
-        if self.reference_needed(arrays, sizes):
-            if on_device:
-                raise ValueError("this graph needs a check the NumPy reference makes while it "
-                                 "runs (an index past a symbolic axis, a max over no samples)"
-                                 "; feed host arrays for it")
-            return commit_on_host(run_graph(self.outputs, arrays, sizes), commit)
         driver = self._load()
         prog = self.program
         batch = sizes.get(prog.plan.batch, 0) if prog.plan.batch else 0
@@ -155,15 +158,19 @@ class CUDAFunction(CompiledFunction):
         commit = commit or {}
         # every result first (an output may be a parameter's value before this step)...
         computed = [o in prog.node_buffer and o.op not in LEAVES for o in prog.outputs]
-        results: list[np.ndarray | None] = [
+        results: list[np.ndarray | None] = distinct_arrays([
             None if i in commit and computed[i] else
             self._result(o, driver, addresses, arrays, sizes, on_device)
-            for i, o in enumerate(prog.outputs)]
+            for i, o in enumerate(prog.outputs)])
+        if not accept(results):  # a check failed or the caller's gate said no
+            return commit_on_host(results, None)
         # ...then the new values: computed ones by a copy on the device, leaves from the host
-        for i, slot in commit.items():
-            if computed[i]:
-                cuda_memory.commit(slot, driver, addresses[prog.node_buffer[prog.outputs[i]]])
-        return commit_on_host(results, commit)
+        with deferred_signals():  # every parameter a step ahead, or none
+            for i, slot in commit.items():
+                if computed[i]:
+                    cuda_memory.commit(slot, driver,
+                                       addresses[prog.node_buffer[prog.outputs[i]]])
+            return commit_on_host(results, commit)
 
     def _grids(self, driver: Any, sizes: dict, batch: int) -> dict[int, int]:
         """Blocks per pass: enough for the batch, at most the driver's limit, and few enough

@@ -29,6 +29,13 @@ class DeviceMirror:
             self.device_newer = False
         self.host_newer = True
 
+    def sync_host(self, host: np.ndarray) -> None:
+        """Bring ``host`` up to date without handing it out for writing: both copies stay
+        current (a snapshot is read, not written in place)."""
+        if self.device_newer:
+            self.driver.download(self.address, host)
+            self.device_newer = False
+
     def forget_device(self) -> None:
         """The host was assigned a new value: the device copy is stale."""
         self.device_newer, self.host_newer = False, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -9,18 +10,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from symgrad.expr.node import Expr
+from symgrad.runtime.checkpoint import params_by_name, save
+from symgrad.runtime.function import Function
+from symgrad.runtime.step import ON_NONFINITE, Step
+
 __all__ = ["History", "fit"]
 
 
 @dataclass
 class History:
-    """What ``fit`` saw: the loss of every step, the mean loss of every epoch, and the
-    validation loss after each epoch when validation data was given."""
+    """What ``fit`` saw: the loss of every step, the mean loss of every epoch (over the
+    steps that were applied), the validation loss after each epoch when validation data
+    was given, and how many steps were skipped for a non-finite loss or gradient."""
     step_loss: list[float] = field(default_factory=list)
     epoch_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    skipped: int = 0
 
     def plot(self, path: str) -> str:
         """Write a PNG loss curve to ``path`` (needs matplotlib)."""
@@ -77,14 +85,16 @@ class _Progress:
             except ImportError:
                 self.bar = None
 
-    def update(self, loss: float) -> None:
+    def update(self, loss: float, skipped: int) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            extra = {"skipped": skipped} if skipped else {}
+            self.bar.set_postfix(loss=f"{loss:.4g}", **extra, refresh=False)
 
-    def epoch(self, epoch: int, loss: float, val: float | None) -> None:
+    def epoch(self, epoch: int, loss: float, val: float | None, skipped: int) -> None:
         if self.enabled and self.bar is None:
             extra = f"  validation {val:.5g}" if val is not None else ""
+            extra += f"  skipped {skipped} steps" if skipped else ""
             print(f"epoch {epoch + 1}: loss {loss:.5g}{extra}", file=sys.stderr)
 
     def close(self) -> None:
@@ -92,19 +102,76 @@ class _Progress:
             self.bar.close()
 
 
+def _check_step(step: Any, checkpoint: Any, checkpoint_every: Any,
+                on_nonfinite: str | None) -> None:
+    """Refuse what is not a training step before anything runs (a compiled function would
+    be called on every batch, return its outputs and train nothing)."""
+    how = "pass sg.compile_step(loss, optimizer), e.g. sg.compile_step(loss, sg.optim.Adam())"
+    if isinstance(step, Function):
+        raise TypeError(f"fit: expected a training step, got a compiled function "
+                        f"(sg.function), which updates no parameter; {how}")
+    if isinstance(step, Expr):
+        raise TypeError(f"fit: expected a training step, got the expression {str(step)[:60]!r}"
+                        f"; {how}")
+    if not isinstance(step, Step) and not (callable(step)
+                                           and callable(getattr(step, "evaluate", None))):
+        # a stand-in needs what fit calls: step(**batch) -> loss, step.evaluate(**batch)
+        raise TypeError(f"fit: expected a training step, got {type(step).__name__} "
+                        f"{str(step)[:60]!r}; {how}")
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("fit: checkpoint_every needs checkpoint=path")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+                or checkpoint_every < 1:
+            raise ValueError(f"fit: checkpoint_every must be a positive int (steps), got "
+                             f"{checkpoint_every!r}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"fit: checkpoint must be a file path, got "
+                            f"{type(checkpoint).__name__}")
+        if not isinstance(step, Step):
+            raise TypeError(f"fit: checkpoint= needs a step from sg.compile_step, got "
+                            f"{type(step).__name__}")
+        params_by_name(step.params, "fit: checkpoint")  # refuse before training, not after
+    if on_nonfinite is not None:
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"fit: on_nonfinite must be one of {', '.join(ON_NONFINITE)} or "
+                             f"None, got {on_nonfinite!r}")
+        if not hasattr(step, "on_nonfinite"):
+            raise TypeError(f"fit: on_nonfinite= needs a step with an on_nonfinite policy "
+                            f"(sg.compile_step), got {type(step).__name__}")
+
+
+def _loss_value(step: Any, loss: Any) -> float:
+    if isinstance(loss, (float, int, np.floating, np.integer)) and not isinstance(loss, bool):
+        return float(loss)
+    raise TypeError(f"fit: a training step returns its loss as a number; "
+                    f"{type(step).__name__}(**batch) returned {type(loss).__name__}")
+
+
 def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, seed: int | None = None, progress: bool = True,
         callbacks: Sequence[Callable[[int, History], Any]] | None = None,
-        validation: Mapping[str, Any] | None = None) -> History:
+        validation: Mapping[str, Any] | None = None,
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+        on_nonfinite: str | None = None) -> History:
     """Train ``step`` (from :func:`compile_step`) over minibatches of ``data``.
 
     The data is reshuffled every epoch from a generator seeded by ``seed``; the last
     partial batch is kept. Ctrl-C stops cleanly between steps (``history.interrupted``).
     Each callback is called as ``callback(epoch, history)`` after every epoch.
 
+    ``checkpoint=path`` saves the step there (:func:`symgrad.save`) every
+    ``checkpoint_every`` steps (batches, counted from the start of this call, as Keras'
+    ``ModelCheckpoint(save_freq=int)``) and when fit returns, Ctrl-C included; each save
+    replaces the file atomically. ``on_nonfinite`` ("raise", "skip" or "apply") sets the
+    step's policy for a non-finite loss or gradient while fit runs (the step's own
+    setting is restored after); ``history.skipped`` counts the steps skipped meanwhile.
+
     >>> history = sg.fit(step, {"X": images, "labels": digits}, epochs=5, batch_size=256)
     >>> history.plot("loss.png")
     """
+    _check_step(step, checkpoint, checkpoint_every, on_nonfinite)
     arrays, n = _check_data(data, "fit: data")
     if n == 0:
         raise ValueError("fit: data holds no samples (every array has length 0)")
@@ -117,28 +184,44 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
     rng = np.random.default_rng(seed)
     per_epoch = -(-n // batch_size)
     history = History()
+    skipped_before = getattr(step, "skipped", 0)
+    own_policy = getattr(step, "on_nonfinite", None)
+    steps_run = saved_at = 0
     bar = _Progress(epochs * per_epoch, progress)
     start = time.perf_counter()
     try:
+        if on_nonfinite is not None:
+            step.on_nonfinite = on_nonfinite
         for epoch in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
             losses = []
             for lo in range(0, n, batch_size):
                 take = order[lo:lo + batch_size]
-                loss = step(**{k: a[take] for k, a in arrays.items()})
-                losses.append(loss)
+                before = getattr(step, "skipped", 0)
+                loss = _loss_value(step, step(**{k: a[take] for k, a in arrays.items()}))
+                steps_run += 1
+                if getattr(step, "skipped", 0) == before:  # the epoch mean: applied steps
+                    losses.append(loss)
                 history.step_loss.append(loss)
-                bar.update(loss)
+                history.skipped = getattr(step, "skipped", 0) - skipped_before
+                bar.update(loss, history.skipped)
+                if checkpoint_every is not None and steps_run % checkpoint_every == 0:
+                    save(checkpoint, step)
+                    saved_at = steps_run
             history.epoch_loss.append(float(np.mean(losses)) if losses else float("nan"))
             val = step.evaluate(**validation) if validation is not None else None
             if val is not None:
                 history.validation_loss.append(val)
-            bar.epoch(epoch, history.epoch_loss[-1], val)
+            bar.epoch(epoch, history.epoch_loss[-1], val, history.skipped)
             for cb in callbacks or ():
                 cb(epoch, history)
     except KeyboardInterrupt:
         history.interrupted = True  # the parameters are those of the last finished step
     finally:
+        if on_nonfinite is not None:
+            step.on_nonfinite = own_policy
         bar.close()
         history.seconds = time.perf_counter() - start
+    if checkpoint is not None and (saved_at != steps_run or steps_run == 0):
+        save(checkpoint, step)
     return history

@@ -15,7 +15,7 @@ from symgrad.expr.evaluate import (
     run_graph,
     symbolic_dims,
 )
-from symgrad.runtime.compiled import commit_on_host
+from symgrad.runtime.compiled import Gate, commit_on_host, distinct_arrays
 
 BACKENDS = ("numpy", "llvm", "cuda")
 
@@ -54,15 +54,19 @@ class Function:
         results = self.run(feeds)
         return results[0] if self._single else tuple(results)
 
-    def run(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None) -> list:
+    def run(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
+            gate: Gate | None = None) -> list:
         """Every output as a list. ``commit`` (output position -> parameter slot) makes
         those outputs the parameters' new values once the whole call has succeeded (on the
-        GPU for ``cuda``, where they stay) and returns ``None`` in their place."""
+        GPU for ``cuda``, where they stay) and returns ``None`` in their place. ``gate``
+        (results -> bool) sees every result before anything is committed: it may raise,
+        or return False to commit nothing."""
         if self._compiled is not None:
-            return self._compiled.call(feeds, commit)
+            return self._compiled.call(feeds, commit, gate)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        return commit_on_host(run_graph(self.outputs, arrays, sizes), commit)
+        results = distinct_arrays(run_graph(self.outputs, arrays, sizes))
+        return commit_on_host(results, commit if gate is None or gate(results) else None)
 
     def _need_compiled(self, what: str):
         if self._compiled is None:

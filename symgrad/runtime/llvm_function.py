@@ -15,16 +15,21 @@ import hashlib
 import inspect
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
-from symgrad.expr.evaluate import Outputs, run_graph
+from symgrad.expr.evaluate import Outputs
 from symgrad.expr.shapes import size_of
 from symgrad.runtime import jit
-from symgrad.runtime.compiled import CompiledFunction, leaf_result
+from symgrad.runtime.compiled import (
+    CompiledFunction,
+    commit_on_host,
+    distinct_arrays,
+    leaf_result,
+)
 from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
@@ -43,16 +48,30 @@ def _thread_pool() -> ThreadPoolExecutor:
         _pool = ThreadPoolExecutor(max_workers=get_num_threads(),
                                    thread_name_prefix="symgrad")
     return _pool
-_IDENTITY = {"sum": 0, "max": -np.inf, "min": np.inf}
+
+
+def _identity(kind: str, dtype: np.dtype) -> Any:
+    """The value a ``sum``/``max``/``min`` partial of ``dtype`` starts from: 0, the dtype's
+    lowest or highest value (False/True for bools), or -inf/inf (an infinity cast to int32
+    would be INT32_MIN, and a min would start from it)."""
+    dtype = np.dtype(dtype)
+    if kind == "sum":
+        return 0
+    if dtype.kind == "b":
+        return kind == "min"
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return info.min if kind == "max" else info.max
+    return -np.inf if kind == "max" else np.inf
 
 
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
     """A digest of the code that turns loop IR into LLVM IR (part of every cache key)."""
-    from symgrad.codegen import llvm, llvm_math, loopir
+    from symgrad.codegen import llvm, llvm_math, llvm_trig, loopir
 
     h = hashlib.sha256()
-    for module in (llvm, llvm_math, loopir):
+    for module in (llvm, llvm_math, llvm_trig, loopir):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 
@@ -92,11 +111,11 @@ class LLVMFunction(CompiledFunction):
     def optimized_source(self) -> str:
         return self.library.optimized_ir
 
-    def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> list[np.ndarray]:
+    def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
+            commit: dict[int, Any] | None, accept: Callable[[list], bool],
+            **backend_args: Any) -> list:
         """Run on feeds already checked (``check_feeds``, ``check_dims_bound``)."""
         prog = self.program
-        if self.reference_needed(arrays, sizes):
-            return run_graph(self.outputs, arrays, sizes)
         views, ptrs, arena = self._buffers(arrays, sizes)
         dims = (ctypes.c_int64 * max(1, len(self.dim_names)))(
             *[sizes[d] for d in self.dim_names])
@@ -105,7 +124,8 @@ class LLVMFunction(CompiledFunction):
                 fn(self._table(ptrs), dims, 0, 0)
             else:
                 self._run_pass(fn, stage, views, ptrs, sizes, dims)
-        return [self._result(o, views, arrays, sizes) for o in prog.outputs]
+        results = distinct_arrays([self._result(o, views, arrays, sizes) for o in prog.outputs])
+        return commit_on_host(results, commit if accept(results) else None)
 
     def _layout(self) -> None:
         """Which buffer is what, worked out once: inputs are fed, parameters and constants
@@ -172,7 +192,7 @@ class LLVMFunction(CompiledFunction):
             for acc in accs:
                 i, shape, dt = self._partial_specs[acc.partial]
                 bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-                mine[acc.partial] = part = np.full(bound, _IDENTITY[acc.kind], dt)
+                mine[acc.partial] = part = np.full(bound, _identity(acc.kind, dt), dt)
                 row[i] = part.ctypes.data
             partials.append(mine)
             tables.append(self._table(row))

@@ -5,7 +5,9 @@ rule as formulas, and compiles the loss together with every new parameter and op
 state value. Hyperparameters, the step count and the optimizer state are parameters of
 the compiled graph (read at call time), so changing ``step.optimizer.lr`` never
 recompiles. A call computes everything first and writes the new values into the
-parameters only once it has succeeded: a bad batch raises and changes nothing.
+parameters only once it has succeeded: a bad batch raises and changes nothing. The step
+checks its own loss and gradients: by default a step whose loss or any gradient is not
+finite raises :class:`NonFiniteError` and writes nothing (``on_nonfinite``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,34 @@ from typing import Any, Sequence
 import numpy as np
 
 from symgrad.diff import grad, simplify
+from symgrad.expr import functions as F
+from symgrad.expr import tensors
 from symgrad.expr.evaluate import check_feeds, graph_inputs
 from symgrad.expr.leaves import PARAM, param
 from symgrad.expr.node import Expr, toposort
 from symgrad.runtime.function import Function
 from symgrad.runtime.watch import watched_in
 
-__all__ = ["Step", "compile_step"]
+__all__ = ["NonFiniteError", "Step", "compile_step"]
+
+ON_NONFINITE = ("raise", "skip", "apply")
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step's loss or gradient was not finite; the step wrote nothing.
+
+    ``loss`` is the loss the step computed and ``params`` the names of the parameters whose
+    gradient held an inf or a NaN.
+    """
+
+    def __init__(self, message: str, loss: float, params: list[str]):
+        super().__init__(message)
+        self.loss, self.params = loss, params
+
+
+def _count_nonfinite(g: Expr) -> Expr:
+    """How many elements of ``g`` are inf or NaN (``|g| < inf`` is false for both)."""
+    return tensors.sum(F.where(F.abs(g) < np.inf, 0, 1))
 
 
 def _shape(value: Any) -> tuple:
@@ -44,13 +67,16 @@ class Step:
     """
 
     def __init__(self, loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
-                 backend: str = "llvm", fast_math: bool = False):
+                 backend: str = "llvm", fast_math: bool = False,
+                 on_nonfinite: str = "raise"):
         if not isinstance(loss, Expr) or loss.shape != ():
             shape = getattr(loss, "shape", None)
             raise ValueError(f"compile_step: the loss must be a scalar expression, got "
                              f"{'shape ' + str(shape) if shape is not None else type(loss)}")
-        self.loss, self.optimizer, self.backend = loss, optimizer, backend
+        self.loss, self._optimizer, self.backend = loss, optimizer, backend
         self.fast_math = fast_math
+        self.on_nonfinite = on_nonfinite
+        self.skipped = 0  # steps not applied because the loss or a gradient was not finite
         self.params = list(params) if params is not None else _params_of(loss)
         for p in self.params:
             if not isinstance(p, Expr) or p.op is not PARAM:
@@ -74,11 +100,16 @@ class Step:
             new_p, new_state = optimizer.update(p, g, state, self._hyper, t)
             updates.append((p, new_p))
             updates += [(state[k], v) for k, v in new_state.items()]
+        # the step count is committed with the parameters: all of them advance, or none
+        updates.append((self._count, t))
         self._targets = [target for target, _ in updates]
         self._watches = watched_in([loss])
         watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
         self.watched: dict[str, dict[str, object]] = {}
-        outputs = simplify([loss] + [value for _, value in updates]) + watch_outputs
+        simplified = simplify([loss] + [value for _, value in updates] + grads)
+        checks = [_count_nonfinite(g) for g in simplified[1 + len(updates):]]
+        outputs = simplified[:1 + len(updates)] + checks + watch_outputs
+        self._checks = slice(1 + len(updates), 1 + len(updates) + len(checks))
         self._function = Function(outputs, backend, fast_math)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
@@ -97,15 +128,63 @@ class Step:
         # every new value is committed only after the whole call has succeeded (on the GPU,
         # the parameters and optimizer state stay there)
         commit = {1 + i: target.arg for i, target in enumerate(self._targets)}
-        loss, *new_values = self._function.run(batch, commit)
-        seen = new_values[len(self._targets):]
+        results = self._function.run(batch, commit, self._accept)
+        loss, seen = results[0], results[self._checks.stop:]
         for name in self._watches:
             mean, low, high, first = seen[:4]
             seen = seen[4:]
             self.watched[name] = {"mean": float(mean), "min": float(low), "max": float(high),
                                   "first": np.asarray(first)}
-        self._count.arg.value[...] += 1
         return float(loss)
+
+    def _accept(self, results: list) -> bool:
+        """The non-finite policy, applied to a computed step before anything is written."""
+        if self.on_nonfinite == "apply":
+            return True
+        loss = float(results[0])
+        bad = [(p, int(c)) for p, c in zip(self.params, results[self._checks]) if c]
+        if np.isfinite(loss) and not bad:
+            return True
+        if self.on_nonfinite == "skip":
+            self.skipped += 1
+            return False
+        what = [f"the loss is {loss}"] if not np.isfinite(loss) else []
+        what += [f"the gradient of {p.name!r} has {c} non-finite of {max(1, p.arg.value.size)}"
+                 f" elements" for p, c in bad]
+        raise NonFiniteError(
+            f"training step {self.step_count + 1}: {'; '.join(what)}. Nothing was written: "
+            f"the parameters and the optimizer state are as before this step. "
+            f"on_nonfinite='skip' skips such steps (counted in step.skipped), "
+            f"'apply' writes them anyway.", loss, [p.name for p, _ in bad])
+
+    @property
+    def optimizer(self) -> Any:
+        """The optimizer whose update rule is compiled into this step; its hyperparameters
+        may change between calls (``step.optimizer.lr = 1e-4``)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, new: Any) -> None:
+        raise AttributeError(
+            f"step.optimizer cannot be replaced: the update rule of "
+            f"{type(self._optimizer).__name__} is compiled into this step. Compile a new step "
+            f"for {type(new).__name__}: sg.compile_step(loss, new_optimizer) (the parameters "
+            f"keep their values); hyperparameters change in place, e.g. "
+            f"step.optimizer.lr = 1e-4")
+
+    @property
+    def on_nonfinite(self) -> str:
+        """What a step whose loss or a gradient is inf or NaN does: ``"raise"`` (the
+        default: :class:`NonFiniteError`, nothing written), ``"skip"`` (nothing written,
+        ``step.skipped`` counts it) or ``"apply"`` (written anyway)."""
+        return self._on_nonfinite
+
+    @on_nonfinite.setter
+    def on_nonfinite(self, policy: str) -> None:
+        if policy not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(map(repr, ON_NONFINITE))}"
+                             f", got {policy!r}")
+        self._on_nonfinite = policy
 
     def evaluate(self, **batch: Any) -> float:
         """The loss on ``batch`` without updating anything (e.g. a validation loss)."""
@@ -121,18 +200,25 @@ class Step:
         """Reset the optimizer state and the step count (the parameters stay)."""
         for p, state in self._state.items():
             for name, fill in self.optimizer.state_spec(p).items():
-                state[name].arg.value[...] = fill
-        self._count.arg.value[...] = 0
+                state[name].arg.assign(np.broadcast_to(fill, state[name].shape))
+        self._count.arg.assign(0.0)
+        self.skipped = 0
 
     # -- inspection --------------------------------------------------------------------
     @property
     def optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
-        """Each parameter's optimizer state arrays, by parameter name."""
-        return {p.name: {k: v.value for k, v in s.items()} for p, s in self._state.items()}
+        """Each parameter's optimizer state arrays (read-only snapshots), by parameter name;
+        two parameters with one name are refused (one would hide the other)."""
+        from symgrad.runtime.checkpoint import params_by_name
+
+        named = params_by_name(self._state, "step.optimizer_state")
+        return {name: {k: v.arg.snapshot() for k, v in self._state[p].items()}
+                for name, p in named.items()}
 
     @property
     def step_count(self) -> int:
-        return int(self._count.value)
+        """How many steps have been applied (skipped steps do not count)."""
+        return int(self._count.arg.snapshot())  # a read: a GPU copy stays current
 
     @property
     def source(self) -> str:
@@ -160,12 +246,17 @@ class Step:
 
 
 def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
-                 backend: str = "llvm", fast_math: bool = False) -> Step:
+                 backend: str = "llvm", fast_math: bool = False,
+                 on_nonfinite: str = "raise") -> Step:
     """Compile one training step of ``optimizer`` on ``loss``: every parameter the loss
     depends on (or ``params``) is updated in place by each call.
+
+    ``on_nonfinite`` says what a step whose loss or any gradient is inf or NaN does:
+    ``"raise"`` (:class:`NonFiniteError`; nothing is written), ``"skip"`` (nothing is
+    written; ``step.skipped`` counts it) or ``"apply"``.
 
     >>> step = sg.compile_step(loss, sg.optim.Adam(lr=1e-3))
     >>> value = step(X=images, labels=digits)
     >>> step.optimizer.lr = 1e-4          # takes effect at the next call, no recompiling
     """
-    return Step(loss, optimizer, params, backend, fast_math)
+    return Step(loss, optimizer, params, backend, fast_math, on_nonfinite)

@@ -556,7 +556,9 @@ def test_parameter_assignment_is_seen_by_the_next_call():
     second = bc.check_outputs(fn, outs, feeds)
     assert not np.array_equal(first[0], second[0])
     np.testing.assert_array_equal(second[2], [3.0, -1.0])
-    w.value[0] = 7.0  # in place, too
+    with pytest.raises(ValueError, match="read-only"):
+        w.value[0] = 7.0  # a snapshot: writing it in place would silently do nothing
+    w.value = [7.0, -1.0]
     third = bc.check_outputs(fn, outs, feeds)
     np.testing.assert_array_equal(third[1], [6.0, 6.0, 6.0])
     third[3][...] = 99.0  # a result is a copy, never the parameter itself

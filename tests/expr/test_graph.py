@@ -178,7 +178,10 @@ def test_param_value_read_and_assign():
     assert W.value[0, 0] == 0.0
     W.value = [[1, 2, 3], [4, 5, 6]]  # lists and ints are fine
     np.testing.assert_array_equal(W.value, [[1, 2, 3], [4, 5, 6]])
-    assert v is W.value  # assignment writes in place: compiled steps keep the same array
+    np.testing.assert_array_equal(v, np.full((2, 3), 0.5))  # a read is a snapshot
+    storage = W.arg.value
+    W.value = np.zeros((2, 3))
+    assert W.arg.value is storage  # assignment writes in place: compiled steps keep it
 
 
 def test_param_assignment_is_checked():
@@ -215,12 +218,14 @@ def test_param_initialisation_forms():
     np.testing.assert_array_equal(b.value, [1.5, 1.5, 1.5])
     src = np.array([[1.0, 2.0]], np.float64)
     A = sg.param("A", init=src)
-    assert A.shape == (1, 2) and A.dtype == F32  # params default to float32
+    assert A.shape == (1, 2) and A.dtype == np.float64  # an array init keeps its dtype
+    assert sg.param("A32", init=[[1.0, 2.0]]).dtype == F32  # lists default to float32
     src[0, 0] = 5.0
     assert A.value[0, 0] == 1.0  # copied
     B = sg.param("B", shape=(3, 2), init=src)  # broadcast to the shape
     np.testing.assert_array_equal(B.value, np.broadcast_to([[5.0, 2.0]], (3, 2)))
-    assert B.value.flags.writeable  # an array of its own, although init was broadcast
+    assert B.arg.value.flags.writeable  # an array of its own, although init was broadcast
+    assert not B.value.flags.writeable  # what a user reads is a read-only snapshot
     B.value = np.ones((3, 2))
     np.testing.assert_array_equal(B.value, np.ones((3, 2)))
     assert src[0, 1] == 2.0

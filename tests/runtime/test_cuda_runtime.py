@@ -129,8 +129,14 @@ def assert_matches_numpy(make_loss, make_opt, batches, rtol=RTOL, atol=ATOL, wha
 
 
 def slots_of(step) -> list:
-    """The ParamSlots a step writes: the parameters and their optimizer state."""
+    """The ParamSlots a step writes: the parameters, their optimizer state and the step
+    count (committed with them)."""
     return [t.arg for t in step._targets]
+
+
+def model_slots(step) -> list:
+    """The ParamSlots of the parameters and their optimizer state (not the step count)."""
+    return [s for s in slots_of(step) if s is not step._count.arg]
 
 
 def state_slots(step) -> list:
@@ -187,7 +193,7 @@ def test_device_copy_is_newer_and_host_is_stale_until_read(emulator):
     step = sg.compile_step(linreg(), make_opt(), backend="cuda")
     twin = sg.compile_step(linreg(), make_opt(), backend="numpy")
     before = {s: s._value.copy() for s in slots_of(step)}
-    assert len(before) == 6  # w1 w2 b and a momentum buffer each
+    assert len(before) == 7  # w1 w2 b, a momentum buffer each, and the step count
     for i in range(2):
         batch = linreg_batch(i)
         assert step(**batch) == pytest.approx(twin(**batch), rel=RTOL)
@@ -198,9 +204,10 @@ def test_device_copy_is_newer_and_host_is_stale_until_read(emulator):
             np.testing.assert_array_equal(slot._value, before[slot], err_msg=str(slot))
     for p, q in zip(step.params, twin.params):
         slot = p.arg
-        value = p.value  # fetched from the device
-        assert value is slot._value  # in place: the same array as before
-        assert not slot.mirror.device_newer and slot.mirror.host_newer
+        value = p.value  # fetched from the device: a read-only snapshot
+        assert value is not slot._value and not value.flags.writeable
+        np.testing.assert_array_equal(value, slot._value)  # the host copy is current too
+        assert not slot.mirror.device_newer and not slot.mirror.host_newer
         np.testing.assert_allclose(value, q.value, rtol=RTOL, atol=ATOL)
         assert not np.array_equal(value, before[slot])
     # the momentum buffers are still only on the device, until read through the step
@@ -209,8 +216,8 @@ def test_device_copy_is_newer_and_host_is_stale_until_read(emulator):
         assert slot.mirror.device_newer
         np.testing.assert_array_equal(slot._value, 0.0)
     assert_same_state(snapshot(step), snapshot(twin))
-    assert all(s.mirror.host_newer for s in slots_of(step))
-    # a step after the reads uploads the host values again and agrees
+    assert not any(s.mirror.device_newer or s.mirror.host_newer for s in slots_of(step))
+    # a step after the reads (nothing to upload: both copies are current) agrees
     assert step(**linreg_batch(2)) == pytest.approx(twin(**linreg_batch(2)), rel=RTOL)
     assert_same_state(snapshot(step), snapshot(twin))
 
@@ -229,7 +236,9 @@ def test_values_written_between_steps_are_what_the_next_step_uses(emulator):
     for p in (W, W_ref):
         p.value = new_W  # assigned without reading: the device copy is now stale
     for p in (c, c_ref):
-        p.value[1:3] = [0.5, -0.5]  # written in place, after a read that fetched it
+        changed = p.value.copy()  # a read fetches the device value; the snapshot is a copy
+        changed[1:3] = [0.5, -0.5]
+        p.value = changed
     assert W.arg.mirror.host_newer and not W.arg.mirror.device_newer
     np.testing.assert_array_equal(W.arg._value, new_W)
     batch = softmax_batch(3)
@@ -356,7 +365,7 @@ def test_a_failing_kernel_changes_nothing(which, emulator, monkeypatch):
     kernels = step._function._compiled.cuda.kernels
     assert len(kernels) >= 3
     fail_at = 1 if which == "second" else len(kernels) - 1
-    host_before = {s: s._value.copy() for s in slots_of(step)}
+    host_before = {s: s._value.copy() for s in model_slots(step)}
     launches = []
     real_launch = emulator.launch
 
@@ -372,7 +381,7 @@ def test_a_failing_kernel_changes_nothing(which, emulator, monkeypatch):
     assert launches == [k.name for k in kernels[:fail_at + 1]]
     monkeypatch.undo()
     assert step.step_count == 2
-    for slot in slots_of(step):  # nothing committed on the device, nothing on the host
+    for slot in model_slots(step):  # nothing committed on the device, nothing on the host
         assert slot.mirror.device_newer, slot
         np.testing.assert_array_equal(slot._value, host_before[slot], err_msg=str(slot))
     assert_same_state(snapshot(step), snapshot(twin), what="after the failure")  # device copy

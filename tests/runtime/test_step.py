@@ -674,7 +674,7 @@ def test_nn_linear_shapes_init_and_formula():
 
 def test_nn_mlp_prints_as_its_layers():
     X = sg.input("X", shape=("N", 784))
-    logits = sg.nn.mlp(X, [100, 10], seed=0)
+    logits = sg.nn.mlp(X, [100, 10], name="mlp", seed=0)
     assert str(logits) == "relu(X@mlp0_W + mlp0_b)@mlp1_W + mlp1_b"
     assert logits.shape == ("N", 10)
 
