@@ -141,6 +141,7 @@ def schedule(outputs: list[Expr]) -> Plan:
             materialized.add(n)
         elif users[n] > 1 and not _cheap(n):
             materialized.add(n)
+    _bound_inline_depth(nodes, materialized)
 
     stage: dict[Expr, int] = {}
     stored_whole: set[Expr] = set()
@@ -174,6 +175,25 @@ def schedule(outputs: list[Expr]) -> Plan:
                     and not (n in accumulators and stage[n] == stage[s] + 1)):
                 _store_whole(s, stored_whole, materialized)
     return Plan(outputs, batch, stage, materialized, stored_whole, accumulators, nodes)
+
+
+# How many inlined operators one value may nest: deeper chains get a register or buffer
+# every this many levels, so lowering, printing and JIT never recurse deeper than this
+# (a chain of 10,000 operators compiles like 200 short ones).
+MAX_INLINE_DEPTH = 48
+
+
+def _bound_inline_depth(nodes: list[Expr], materialized: set[Expr]) -> None:
+    depth: dict[Expr, int] = {}
+    for n in nodes:  # sources first
+        if n.op in LEAVES or n in materialized:
+            depth[n] = 0
+            continue
+        d = 1 + max((depth[s] for s in n.srcs), default=0)
+        if d > MAX_INLINE_DEPTH:
+            materialized.add(n)
+            d = 0
+        depth[n] = d
 
 
 def _store_whole(n: Expr, stored: set[Expr], materialized: set[Expr]) -> None:
