@@ -21,7 +21,7 @@ from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import CONTRACT, LEAF, REDUCE, Expr, toposort
-from symgrad.expr.shapes import fmt
+from symgrad.expr.shapes import fmt, split
 
 LEAVES = (INPUT, PARAM, CONST, SIZE)
 REDUCTIONS = (T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX, T.LOGSUMEXP, T.MATMUL)
@@ -88,13 +88,11 @@ def reads_other_samples(n: Expr, s: Expr, batch: str | None) -> bool:
     return False
 
 
-def _before_batch(shape: tuple, batch: str) -> int:
-    """The number of elements before the batch axis (a reshape that keeps it keeps every
-    sample's elements together)."""
-    out = 1
-    for d in shape[:shape.index(batch)]:
-        out *= d
-    return out
+def _before_batch(shape: tuple, batch: str) -> tuple:
+    """The size of the axes before the batch axis, as the product of its ints and the
+    multiset of its symbolic dimensions (a reshape that keeps it keeps every sample's
+    elements together)."""
+    return split(shape[:shape.index(batch)])
 
 
 @dataclass

@@ -212,6 +212,13 @@ def params(names: str, shape: object = None, init: float | np.ndarray | Init = 0
             raise ValueError(f"params {names!r}: a list or tuple init gives one init per "
                              f"name: {len(split)} names, got {len(init)} inits (pass a NumPy "
                              f"array to start every parameter from the same array)")
+        if shape is not None and as_shape(shape, f"params {names!r}") != () and all(
+                np.ndim(i) == 0 and not callable(i) for i in init):
+            # params("a b", shape=(2,), init=[0.1, 0.2]): a per-name scalar or one 2-vector?
+            raise ValueError(f"params {names!r}: init={list(init)!r} with shape "
+                             f"{fmt(as_shape(shape))} is ambiguous; give one init per name "
+                             f"as a list of arrays ([[0.1, 0.2], [0.1, 0.2]]) or pass a NumPy "
+                             f"array to start every parameter from it")
         return tuple(param(n, shape, i, dtype) for n, i in zip(split, init))
     return tuple(param(n, shape, init, dtype) for n in split)
 

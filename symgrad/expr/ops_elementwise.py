@@ -9,6 +9,7 @@ NumPy broadcast of the operands' shapes and the dtype is theirs (``bool`` for co
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import sympy
@@ -50,13 +51,16 @@ def _power_infer(srcs, arg):
     return _same(srcs, arg)
 
 
-def _sign_infer(srcs, arg):
-    """``_same``; a bool has no sign in NumPy (``np.sign`` has no bool loop)."""
-    (x,) = srcs
-    if x.dtype.kind == "b":
-        raise TypeError(f"sign({x}): NumPy has no sign of a bool array; cast it first, "
-                        f"e.g. sg.sign(sg.cast({x}, 'int32'))")
-    return _same(srcs, arg)
+def _no_bool(what: str, example: str) -> Callable:
+    """``_same``, refusing bool operands where NumPy has no bool loop (``np.sign``,
+    ``np.negative``, ``np.subtract`` of bools raise TypeError)."""
+    def infer(srcs, arg):
+        if srcs[0].dtype.kind == "b":
+            args = ", ".join(str(x) for x in srcs)
+            raise TypeError(f"{what}({args}): NumPy has no {what} of bool arrays; cast "
+                            f"first, e.g. {example.format(*srcs)}")
+        return _same(srcs, arg)
+    return infer
 
 
 def unary(name: str, f, **kw) -> OpDef:
@@ -117,7 +121,9 @@ _SQRT1_2, _RSQRT_2PI, _2_RSQRT_PI = 0.5**0.5, (2 * math.pi) ** -0.5, 2 / math.sq
 # PyTorch's relu and abs have it.
 ADD = binary("add", np.add, "+", 10, commutative=True, sympy=lambda a, b: a + b,
              vjp=lambda g, out, a, b: (g, g))
-SUB = binary("subtract", np.subtract, "-", 10, sympy=lambda a, b: a - b,
+SUB = binary("subtract", np.subtract, "-", 10,
+             infer=_no_bool("subtract", "sg.cast({0}, 'int32') - ({1})"),
+             sympy=lambda a, b: a - b,
              vjp=lambda g, out, a, b: (g, -g))
 MUL = binary("multiply", np.multiply, "*", 20, commutative=True, sympy=lambda a, b: a * b,
              vjp=lambda g, out, a, b: (g * b, g * a))
@@ -125,7 +131,8 @@ DIV = binary("divide", np.divide, "/", 20, sympy=lambda a, b: a / b,
              vjp=lambda g, out, a, b: (g / b, -g * out / b))  # d(a/b)/db = -(a/b)/b
 POW = binary("power", np.power, "**", 30, infer=_power_infer, sympy=lambda a, b: a**b,
              vjp=_pow_vjp)
-NEG = unary("negative", np.negative, infix="-", prec=25, sympy=lambda x: -x,
+NEG = unary("negative", np.negative, infix="-", prec=25,
+            infer=_no_bool("negative", "-sg.cast({0}, 'int32')"), sympy=lambda x: -x,
             vjp=lambda g, out, x: (-g,))
 MAXIMUM = binary("maximum", np.maximum, commutative=True, sympy=sympy.Max,
                  vjp=lambda g, out, a, b: (F.where(a > b, g, 0), F.where(b > a, g, 0)))
@@ -166,7 +173,8 @@ TANH = unary("tanh", np.tanh, sympy=sympy.tanh, latex=r"\tanh",
 ERF = unary("erf", lambda x: _np_erf(x).astype(x.dtype), sympy=sympy.erf,
             vjp=lambda g, out, x: (g * _2_RSQRT_PI * F.exp(-x**2),))
 ABS = unary("abs", np.abs, sympy=sympy.Abs, vjp=lambda g, out, x: (g * F.sign(x),))
-SIGN = unary("sign", np.sign, infer=_sign_infer, sympy=sympy.sign, vjp=_no_grad)
+SIGN = unary("sign", np.sign, infer=_no_bool("sign", "sg.sign(sg.cast({0}, 'int32'))"),
+             sympy=sympy.sign, vjp=_no_grad)
 SIGMOID = unary("sigmoid", _sigmoid, sympy=_sp_sigmoid, latex=r"\sigma",
                 vjp=lambda g, out, x: (g * out * (1 - out),))
 RELU = unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype),

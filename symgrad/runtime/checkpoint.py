@@ -30,6 +30,7 @@ import numpy as np
 from symgrad.expr.leaves import PARAM
 from symgrad.expr.node import Expr
 from symgrad.expr.shapes import fmt
+from symgrad.runtime.signals import deferred_signals
 
 __all__ = ["CheckpointError", "save", "load", "read_safetensors", "write_safetensors",
            "params_by_name"]
@@ -375,8 +376,9 @@ def load(path: str | os.PathLike, step: Any = None, *,
         state_keys = ([k for k in tensors if "/" in k]
                       if ours and metadata.get("kind") == "step" else [])
         _match(where, tensors, entries, ignore=state_keys)
-        for key, node in entries.items():
-            node.arg.assign(tensors[key])
+        with deferred_signals():  # every parameter loaded, or none
+            for key, node in entries.items():
+                node.arg.assign(tensors[key])
         return
     if not ours or metadata.get("kind") != "step":
         raise CheckpointError(f"{where}: not the checkpoint of a training step (its metadata "
@@ -396,10 +398,11 @@ def load(path: str | os.PathLike, step: Any = None, *,
     count = _whole_number(where, metadata, "step_count")
     skipped = int(_whole_number(where, metadata, "skipped"))
     _match(where, tensors, entries)
-    # everything checked: now write
-    for key, node in entries.items():
-        node.arg.assign(tensors[key])
-    step._count.arg.assign(np.float64(count))
-    opt.hyper.update(hyper)
-    if hasattr(step, "skipped"):
-        step.skipped = skipped
+    # everything checked: now write, all of it or (under Ctrl-C) none
+    with deferred_signals():
+        for key, node in entries.items():
+            node.arg.assign(tensors[key])
+        step._count.arg.assign(np.float64(count))
+        opt.hyper.update(hyper)
+        if hasattr(step, "skipped"):
+            step.skipped = skipped

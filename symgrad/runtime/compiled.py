@@ -129,6 +129,8 @@ def commit_on_host(results: list, commit: dict[int, Any] | None) -> list:
     """Write ``results[i]`` into parameter slot ``commit[i]`` (every result is computed
     already: the call succeeded) and put ``None`` in its place."""
     pending = [(i, slot) for i, slot in (commit or {}).items() if results[i] is not None]
+    if not pending:
+        return results
     targets = [slot.value for _, slot in pending]  # fetched (from a GPU) before writing any
     with deferred_signals():  # all or nothing, even under Ctrl-C
         for (i, _), target in zip(pending, targets):

@@ -132,6 +132,11 @@ def _check_step(step: Any, checkpoint: Any, checkpoint_every: Any,
         if not isinstance(step, Step):
             raise TypeError(f"fit: checkpoint= needs a step from sg.compile_step, got "
                             f"{type(step).__name__}")
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise FileNotFoundError(f"fit: checkpoint={os.fspath(checkpoint)!r}: the folder "
+                                    f"{folder!r} does not exist or is not writable (checked "
+                                    f"before training, so no step is lost)")
         params_by_name(step.params, "fit: checkpoint")  # refuse before training, not after
     if on_nonfinite is not None:
         if on_nonfinite not in ON_NONFINITE:
@@ -167,6 +172,9 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
     replaces the file atomically. ``on_nonfinite`` ("raise", "skip" or "apply") sets the
     step's policy for a non-finite loss or gradient while fit runs (the step's own
     setting is restored after); ``history.skipped`` counts the steps skipped meanwhile.
+
+    An error that stops training (a ``NonFiniteError``, a bad batch) carries the history
+    up to that step as ``error.history``.
 
     >>> history = sg.fit(step, {"X": images, "labels": digits}, epochs=5, batch_size=256)
     >>> history.plot("loss.png")
@@ -217,6 +225,9 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
                 cb(epoch, history)
     except KeyboardInterrupt:
         history.interrupted = True  # the parameters are those of the last finished step
+    except Exception as exc:  # e.g. NonFiniteError: the history so far goes with it
+        exc.history = history
+        raise
     finally:
         if on_nonfinite is not None:
             step.on_nonfinite = own_policy

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import inspect
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +30,7 @@ from symgrad.runtime.compiled import (
     distinct_arrays,
     leaf_result,
 )
+from symgrad.runtime.signals import deferred_signals
 from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
@@ -95,6 +96,7 @@ class LLVMFunction(CompiledFunction):
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
         self._layout()
+        self._repeated_outputs = len(set(self.program.outputs)) < len(self.program.outputs)
 
     @property
     def source(self) -> str:
@@ -124,7 +126,9 @@ class LLVMFunction(CompiledFunction):
                 fn(self._table(ptrs), dims, 0, 0)
             else:
                 self._run_pass(fn, stage, views, ptrs, sizes, dims)
-        results = distinct_arrays([self._result(o, views, arrays, sizes) for o in prog.outputs])
+        results = [self._result(o, views, arrays, sizes) for o in prog.outputs]
+        if self._repeated_outputs:  # function([loss, loss]): two arrays, not one twice
+            results = distinct_arrays(results)
         return commit_on_host(results, commit if accept(results) else None)
 
     def _layout(self) -> None:
@@ -199,12 +203,18 @@ class LLVMFunction(CompiledFunction):
         if threads == 1:
             fn(tables[0], dims, 0, n)
         else:  # the caller's thread runs the first slice, the pool the others
-            pool = _thread_pool()
-            futures = [pool.submit(fn, t, dims, lo, hi) for t, lo, hi in
-                       zip(tables[1:], bounds[1:-1], bounds[2:])]
-            fn(tables[0], dims, bounds[0], bounds[1])
-            for f in futures:
-                f.result()
+            # Ctrl-C waits for the workers: raised while they still write into this call's
+            # partials and arena, it would free them under the workers' feet (a segfault)
+            with deferred_signals():
+                pool = _thread_pool()
+                futures = [pool.submit(fn, t, dims, lo, hi) for t, lo, hi in
+                           zip(tables[1:], bounds[1:-1], bounds[2:])]
+                try:
+                    fn(tables[0], dims, bounds[0], bounds[1])
+                finally:
+                    wait(futures)
+                for f in futures:
+                    f.result()
         for acc in accs:  # combine in thread order: the same thread count, the same result
             total = partials[0][acc.partial]
             for mine in partials[1:]:

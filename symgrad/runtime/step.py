@@ -12,6 +12,8 @@ finite raises :class:`NonFiniteError` and writes nothing (``on_nonfinite``).
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +25,7 @@ from symgrad.expr.evaluate import check_feeds, graph_inputs
 from symgrad.expr.leaves import PARAM, param
 from symgrad.expr.node import Expr, toposort
 from symgrad.runtime.function import Function
+from symgrad.runtime.signals import deferred_signals
 from symgrad.runtime.watch import watched_in
 
 __all__ = ["NonFiniteError", "Step", "compile_step"]
@@ -92,14 +95,16 @@ class Step:
         self._count = param("step_count", init=0.0, dtype="float64")
         self._state: dict[Expr, dict[str, Expr]] = {}
         updates: list[tuple[Expr, Expr]] = []
+        owner: list[int] = []  # which parameter each update belongs to
         t = self._count + 1
-        for p, g in self.derivatives.items():
+        for i, (p, g) in enumerate(self.derivatives.items()):
             state = {name: param(f"{p.name}_{name}", shape=p.shape, init=fill, dtype=p.dtype)
                      for name, fill in optimizer.state_spec(p).items()}
             self._state[p] = state
             new_p, new_state = optimizer.update(p, g, state, self._hyper, t)
             updates.append((p, new_p))
             updates += [(state[k], v) for k, v in new_state.items()]
+            owner += [i] * (1 + len(new_state))
         # the step count is committed with the parameters: all of them advance, or none
         updates.append((self._count, t))
         self._targets = [target for target, _ in updates]
@@ -107,7 +112,13 @@ class Step:
         watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
         self.watched: dict[str, dict[str, object]] = {}
         simplified = simplify([loss] + [value for _, value in updates] + grads)
+        new_values = simplified[1:1 + len(updates)]
+        # per parameter: the non-finite elements of its gradient, then of its new value and
+        # state (a finite gradient can still overflow an update: Adam with eps=0, a huge lr)
         checks = [_count_nonfinite(g) for g in simplified[1 + len(updates):]]
+        for i in range(len(self.params)):
+            counts = [_count_nonfinite(v) for v, o in zip(new_values, owner) if o == i]
+            checks.append(functools.reduce(operator.add, counts))
         outputs = simplified[:1 + len(updates)] + checks + watch_outputs
         self._checks = slice(1 + len(updates), 1 + len(updates) + len(checks))
         self._function = Function(outputs, backend, fast_math)
@@ -142,8 +153,11 @@ class Step:
         if self.on_nonfinite == "apply":
             return True
         loss = float(results[0])
-        bad = [(p, int(c)) for p, c in zip(self.params, results[self._checks]) if c]
-        if np.isfinite(loss) and not bad:
+        counts = results[self._checks]
+        grads, updates = counts[:len(self.params)], counts[len(self.params):]
+        bad = [(p, int(c)) for p, c in zip(self.params, grads) if c]
+        bad_update = [(p, int(c)) for p, c in zip(self.params, updates) if c]
+        if np.isfinite(loss) and not bad and not bad_update:
             return True
         if self.on_nonfinite == "skip":
             self.skipped += 1
@@ -151,6 +165,9 @@ class Step:
         what = [f"the loss is {loss}"] if not np.isfinite(loss) else []
         what += [f"the gradient of {p.name!r} has {c} non-finite of {max(1, p.arg.value.size)}"
                  f" elements" for p, c in bad]
+        what += [f"the update of {p.name!r} (its new value and optimizer state) has {c} "
+                 f"non-finite elements" for p, c in bad_update if p not in dict(bad)]
+        bad = bad + [(p, c) for p, c in bad_update if p not in dict(bad)]
         raise NonFiniteError(
             f"training step {self.step_count + 1}: {'; '.join(what)}. Nothing was written: "
             f"the parameters and the optimizer state are as before this step. "
@@ -198,11 +215,12 @@ class Step:
 
     def reset(self) -> None:
         """Reset the optimizer state and the step count (the parameters stay)."""
-        for p, state in self._state.items():
-            for name, fill in self.optimizer.state_spec(p).items():
-                state[name].arg.assign(np.broadcast_to(fill, state[name].shape))
-        self._count.arg.assign(0.0)
-        self.skipped = 0
+        with deferred_signals():  # all of the state, or (under Ctrl-C) none of it
+            for p, state in self._state.items():
+                for name, fill in self.optimizer.state_spec(p).items():
+                    state[name].arg.assign(np.broadcast_to(fill, state[name].shape))
+            self._count.arg.assign(0.0)
+            self.skipped = 0
 
     # -- inspection --------------------------------------------------------------------
     @property

@@ -203,3 +203,19 @@ def test_a_float32_mean_over_n_by_n_keeps_float32_accuracy():
     ys = rng.random((4000, 1)).astype(np.float32)
     exact = np.mean(np.tanh(xs.astype(np.float64) - ys) + 1)
     assert float(sg.function(e)(x=xs, y=ys)) == pytest.approx(exact, rel=1e-6)
+
+
+def test_reshape_with_symbolic_dimensions_before_the_batch(backend):
+    x, y = sg.input("x"), sg.input("y")
+    Z = sg.input("Z", shape=("M", "K", "N"))
+    h = sg.tanh(Z) * x
+    outs = [sg.sum(sg.reshape(h, ("M", "K", "N", 1)), axis=(0, 1, 3)) * y,
+            sg.sum(sg.reshape(h, ("K", "M", "N")), axis=(0, 1)) * y]
+    rng = np.random.default_rng(0)
+    feeds = dict(Z=rng.random((2, 3, 5)).astype(np.float32),
+                 x=rng.random(5).astype(np.float32), y=rng.random(5).astype(np.float32))
+    if backend == "cuda":  # a documented limit: a clear refusal, never a wrong number
+        with pytest.raises(NotImplementedError, match="second symbolic dimension.*llvm"):
+            sg.function(outs, backend="cuda")
+        return
+    agree(outs, backend, **feeds)

@@ -150,6 +150,11 @@ def test_params_take_one_init_per_name():
     assert a.shape == c.shape == (3,)
     with pytest.raises(ValueError, match="one init per name.*2 names.*3"):
         sg.params("p q", init=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        sg.params("p q", shape=(2,), init=[0.1, 0.2])
+    p, q = sg.params("p q", shape=(2,), init=[[1.0, 2.0], 3.0])
+    np.testing.assert_array_equal(p.value, [1, 2])
+    np.testing.assert_array_equal(q.value, [3, 3])
 
 
 def test_a_param_takes_the_dtype_of_an_array_init():
@@ -204,3 +209,71 @@ def test_distinct_outputs_are_distinct_arrays(backend):
     loss = sg.sum(x * 2)
     a, b = sg.function([loss, loss], backend=backend)(x=np.ones(3, np.float32))
     assert a is not b and a == b == 6
+
+
+def test_ctrl_c_during_a_threaded_pass_waits_for_the_workers(monkeypatch):
+    """The workers write into this call's partials and arena: a KeyboardInterrupt must not
+    free them while a worker still runs (it segfaulted)."""
+    from symgrad.runtime import llvm_function
+
+    monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)
+    before = sg.get_num_threads()
+    sg.set_num_threads(2)
+    X = sg.input("X", shape=("N", 32))
+    W = sg.param("W", init=np.full((32, 32), 0.01, np.float32))
+    h = X
+    for _ in range(4):
+        h = sg.tanh(h @ W)
+    f = sg.function(sg.sum(h, axis=1))
+    Xs = np.ones((200_000, 32), np.float32)
+    real_pool, futures = llvm_function._thread_pool(), []
+
+    class InterruptingPool:
+        def submit(self, *args):
+            futures.append(real_pool.submit(*args))
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the workers run
+            return futures[-1]
+
+    monkeypatch.setattr(llvm_function, "_thread_pool", lambda: InterruptingPool())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            f(X=Xs)
+        assert futures and all(fut.done() for fut in futures)
+    finally:
+        sg.set_num_threads(before)
+
+
+def test_an_update_that_overflows_with_a_finite_gradient_raises(backend):
+    """Adam with eps=0 divides 0 by 0 where a gradient is exactly zero: the gradient is
+    finite, the new value is not."""
+    x = sg.input("x")
+    w = sg.param("w", init=np.ones(2, np.float32))
+    step = sg.compile_step(sg.mean(x) * w[0], sg.optim.Adam(lr=0.1, eps=0.0), backend=backend)
+    with pytest.raises(sg.NonFiniteError, match="the update of 'w'") as e:
+        step(x=np.ones(3, np.float32))
+    assert e.value.params == ["w"]
+    np.testing.assert_array_equal(w.value, [1.0, 1.0])
+    assert step.step_count == 0
+
+
+def test_fit_checks_the_checkpoint_folder_first_and_keeps_the_history(tmp_path):
+    step, _, batch = _regression("llvm")
+    with pytest.raises(FileNotFoundError, match="no_such_folder.*before training"):
+        sg.fit(step, batch, epochs=1, batch_size=16,
+               checkpoint=str(tmp_path / "no_such_folder" / "run.safetensors"))
+    assert step.step_count == 0
+    bad = dict(batch, y=batch["y"].copy())
+    bad["y"][40] = np.nan  # the third batch of 16
+    with pytest.raises(sg.NonFiniteError) as e:
+        sg.fit(step, bad, epochs=1, batch_size=16, shuffle=False, progress=False)
+    assert len(e.value.history.step_loss) == 2 and step.step_count == 2
+
+
+@pytest.mark.parametrize("build", [lambda b: b - b, lambda b: -b, lambda b: sg.sign(b)])
+def test_bool_operations_numpy_refuses_are_refused_when_built(build):
+    x = sg.input("x")
+    with np.testing.assert_raises(TypeError):  # NumPy itself
+        build(np.array([True, False]))
+    with pytest.raises(TypeError, match="NumPy has no .* of bool arrays; cast first"):
+        build(x > 0)
+    assert build(sg.cast(x > 0, "int32")).dtype == np.int32
