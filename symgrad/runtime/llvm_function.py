@@ -121,9 +121,10 @@ class LLVMFunction(CompiledFunction):
         views, ptrs, arena = self._buffers(arrays, sizes)
         dims = (ctypes.c_int64 * max(1, len(self.dim_names)))(
             *[sizes[d] for d in self.dim_names])
+        table = self._table(ptrs)  # the stages between passes share one pointer table
         for fn, stage in zip(self._kernels, prog.stages):
             if stage % 2 == 0:
-                fn(self._table(ptrs), dims, 0, 0)
+                fn(table, dims, 0, 0)
             else:
                 self._run_pass(fn, stage, views, ptrs, sizes, dims)
         results = [self._result(o, views, arrays, sizes) for o in prog.outputs]
@@ -140,6 +141,7 @@ class LLVMFunction(CompiledFunction):
         self._fixed: list[tuple[int, Any]] = []  # (slot, ParamSlot or const array)
         self._owned: list[tuple[int, str, tuple, np.dtype]] = []
         self._partial_specs: dict[str, tuple[int, tuple, np.dtype]] = {}
+        self._layouts: dict[tuple, tuple[list, list, int]] = {}
         self._returned = {prog.node_buffer[o] for o in prog.outputs if o in prog.node_buffer}
         self._returned |= {a.target for accs in prog.accumulators.values() for a in accs}
         for i, (name, spec) in enumerate(prog.buffers.items()):
@@ -164,20 +166,34 @@ class LLVMFunction(CompiledFunction):
             ptrs[i] = a.ctypes.data
         for i, owner in self._fixed:
             ptrs[i] = (owner.value if hasattr(owner, "value") else owner).ctypes.data
-        layout, total = [], 0
-        for i, name, shape, dt in self._owned:
-            bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-            nbytes = math.prod(bound) * dt.itemsize
-            layout.append((i, name, bound, dt, total, nbytes))
-            total += -(-max(nbytes, 1) // 64) * 64  # 64-byte aligned
+        offsets, returned, total = self._arena_layout(sizes)
         arena = np.empty(total, np.uint8)
         base = arena.ctypes.data
-        views = {"__keep__": keep}
-        for i, name, bound, dt, offset, nbytes in layout:
+        for i, offset in offsets:
             ptrs[i] = base + offset
-            if name in self._returned:
-                views[name] = arena[offset:offset + nbytes].view(dt).reshape(bound)
+        views = {"__keep__": keep}
+        for name, dt, bound, offset, nbytes in returned:
+            views[name] = arena[offset:offset + nbytes].view(dt).reshape(bound)
         return views, ptrs, arena
+
+    def _arena_layout(self, sizes: dict) -> tuple[list, list, int]:
+        """Where each owned buffer lies in the arena for these sizes (worked out once per
+        set of sizes: a training loop's batches share one or two)."""
+        key = tuple(sizes[d] for d in self.dim_names)
+        found = self._layouts.get(key)
+        if found is None:
+            offsets, returned, total = [], [], 0
+            for i, name, shape, dt in self._owned:
+                bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+                nbytes = math.prod(bound) * dt.itemsize
+                offsets.append((i, total))
+                if name in self._returned:
+                    returned.append((name, dt, bound, total, nbytes))
+                total += -(-max(nbytes, 1) // 64) * 64  # 64-byte aligned
+            if len(self._layouts) >= 16:  # many batch sizes: keep the newest few
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[key] = found = (offsets, returned, total)
+        return found
 
     def _table(self, ptrs: list):
         return (ctypes.c_void_p * len(ptrs))(*ptrs)

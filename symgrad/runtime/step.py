@@ -108,6 +108,7 @@ class Step:
         # the step count is committed with the parameters: all of them advance, or none
         updates.append((self._count, t))
         self._targets = [target for target, _ in updates]
+        self._commit = {1 + i: target.arg for i, target in enumerate(self._targets)}
         self._watches = watched_in([loss])
         watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
         self.watched: dict[str, dict[str, object]] = {}
@@ -119,6 +120,11 @@ class Step:
         for i in range(len(self.params)):
             counts = [_count_nonfinite(v) for v, o in zip(new_values, owner) if o == i]
             checks.append(functools.reduce(operator.add, counts))
+        # one count for the whole step (one output: cheap per call); which parameter it was
+        # is worked out only when a step fails (``_diagnose``)
+        self._diagnostics = checks
+        self._diagnose: Function | None = None
+        checks = [functools.reduce(operator.add, checks)]
         outputs = simplified[:1 + len(updates)] + checks + watch_outputs
         self._checks = slice(1 + len(updates), 1 + len(updates) + len(checks))
         self._function = Function(outputs, backend, fast_math)
@@ -138,8 +144,12 @@ class Step:
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
         # every new value is committed only after the whole call has succeeded (on the GPU,
         # the parameters and optimizer state stay there)
-        commit = {1 + i: target.arg for i, target in enumerate(self._targets)}
-        results = self._function.run(batch, commit, self._accept)
+        commit = self._commit
+        self._batch = batch  # for ``_accept``'s diagnosis of a failed step
+        try:
+            results = self._function.run(batch, commit, self._accept)
+        finally:
+            self._batch = None
         loss, seen = results[0], results[self._checks.stop:]
         for name in self._watches:
             mean, low, high, first = seen[:4]
@@ -153,15 +163,17 @@ class Step:
         if self.on_nonfinite == "apply":
             return True
         loss = float(results[0])
-        counts = results[self._checks]
-        grads, updates = counts[:len(self.params)], counts[len(self.params):]
-        bad = [(p, int(c)) for p, c in zip(self.params, grads) if c]
-        bad_update = [(p, int(c)) for p, c in zip(self.params, updates) if c]
-        if np.isfinite(loss) and not bad and not bad_update:
+        if np.isfinite(loss) and not results[self._checks.start]:
             return True
         if self.on_nonfinite == "skip":
             self.skipped += 1
             return False
+        if self._diagnose is None:  # the per-parameter counts, compiled on the first failure
+            self._diagnose = Function(self._diagnostics, self.backend, self.fast_math)
+        counts = self._diagnose(**self._batch)
+        grads, updates = counts[:len(self.params)], counts[len(self.params):]
+        bad = [(p, int(c)) for p, c in zip(self.params, grads) if c]
+        bad_update = [(p, int(c)) for p, c in zip(self.params, updates) if c]
         what = [f"the loss is {loss}"] if not np.isfinite(loss) else []
         what += [f"the gradient of {p.name!r} has {c} non-finite of {max(1, p.arg.value.size)}"
                  f" elements" for p, c in bad]
