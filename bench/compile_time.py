@@ -23,6 +23,11 @@ numbers (torch: its disk cache is measured for one order only, to keep the run s
 specialize on shapes; symgrad passes N at run time).
 
 Run: python bench/compile_time.py [repeats]     (default: 3 symgrad, 2 jax, 1 torch)
+
+A second table, "graph size", times symgrad alone on graphs of about 100, 1,000 and 10,000
+nodes (and 10, 100, 1,000 scalar parameters): ``sg.grad`` (differentiation and
+simplification) apart from the rest of the compile, each row in a fresh process with no disk
+cache and a time limit. Run: python bench/compile_time.py sizes [limit_s]   (default 120 s)
 """
 
 from __future__ import annotations
@@ -285,8 +290,172 @@ def main(repeats: int | None) -> None:
     print(f"load average at end: {load_average()}")
 
 
+# --- graph size: symgrad alone, compile time against the size of the graph -----------------
+
+SIZE_FAMILIES = {  # name -> (what it is, the sizes run: about 100, 1,000, 10,000 nodes)
+    "chain": ("x + 0.5, tanh(.)*1.01 in turn, d deep; grad wrt x", (64, 640, 6_400)),
+    "sum chain": ("sum of w*x_i over n inputs, added in a chain; grad wrt w",
+                  (33, 333, 3_333)),
+    "sum tree": ("sum of p_i*x_i over n inputs, added as a balanced tree; grad wrt all p_i",
+                 (25, 250, 2_500)),
+    "rnn": ("h = tanh(h@W + x_t@U + b), 8 wide, s steps unrolled; grad wrt W, U, b",
+            (13, 130, 1_300)),
+    "params + Adam": ("mean((sum_i w_i*x_i - y)**2) over p scalar parameters; compile_step "
+                      "with Adam", (10, 100, 1_000)),
+}
+
+
+def size_graph(family: str, n: int):
+    """(loss, the nodes to differentiate with respect to) of one row."""
+    import symgrad as sg
+
+    if family == "chain":
+        x = sg.input("x")
+        e = x
+        for i in range(n):
+            e = sg.tanh(e) * 1.01 if i % 2 else e + 0.5
+        return sg.sum(e), [x]
+    if family == "sum chain":
+        w = sg.param("w", init=0.5)
+        total = sg.input("x0") * w
+        for i in range(1, n):
+            total = total + sg.input(f"x{i}") * w
+        return sg.mean(total**2), [w]
+    if family == "sum tree":
+        ps = [sg.param(f"p{i}", init=0.01) for i in range(n)]
+        terms = [sg.input(f"x{i}") * p for i, p in enumerate(ps)]
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+        return sg.mean(terms[0] ** 2), ps
+    if family == "rnn":
+        k = 8
+        W = sg.param("W", shape=(k, k), init=sg.init.normal(0.0, 0.1, seed=0))
+        U = sg.param("U", shape=(k, k), init=sg.init.normal(0.0, 0.1, seed=1))
+        b = sg.param("b", shape=(k,), init=0.0)
+        h = None
+        for t in range(n):
+            z = sg.input(f"x{t}", shape=("N", k)) @ U + b
+            h = sg.tanh(z if h is None else h @ W + z)
+        return sg.mean((h - sg.input("y", shape=("N", k))) ** 2), [W, U, b]
+    ws = [sg.param(f"w{i}", init=0.1) for i in range(n)]
+    total = ws[0] * sg.input("x0")
+    for i in range(1, n):
+        total = total + ws[i] * sg.input(f"x{i}")
+    return sg.mean((total - sg.input("y")) ** 2), ws
+
+
+def size_worker(family: str, n: int) -> None:
+    """One row, printed as it goes: the diff part first, then the rest of the compile."""
+    import symgrad as sg
+    from symgrad.expr.node import toposort
+
+    warm = sg.input("warm")  # first-use costs (lazy imports) are not the graph's
+    sg.grad(sg.sum(sg.tanh(warm) * 2 + warm), warm)
+    loss, wrts = size_graph(family, n)
+    row: dict = {"nodes": len(toposort([loss]))}
+    if family == "params + Adam":
+        step_module = sys.modules["symgrad.runtime.step"]
+        spent = {"grad": 0.0, "simplify": 0.0, "Function": 0.0}
+
+        def timed(name):  # the three calls compile_step makes, each timed where it is made
+            real = getattr(step_module, name)
+
+            def call(*args, **kwargs):
+                if name == "Function":  # the diff part is done: keep it if codegen runs long
+                    print("RESULT " + json.dumps(
+                        {**row, "diff_s": spent["grad"] + spent["simplify"]}), flush=True)
+                t = time.perf_counter()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    spent[name] += time.perf_counter() - t
+            setattr(step_module, name, call)
+
+        for name in spent:
+            timed(name)
+        t = time.perf_counter()
+        try:
+            sg.compile_step(loss, sg.optim.Adam())
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            row["error"] = _where(e)
+        row["diff_s"] = spent["grad"] + spent["simplify"]
+        row["rest_s"] = time.perf_counter() - t - row["diff_s"]
+        print("RESULT " + json.dumps(row), flush=True)
+        return
+    t = time.perf_counter()
+    grads = sg.grad(loss, wrts)
+    row["diff_s"] = time.perf_counter() - t
+    row["out_nodes"] = len(toposort([loss, *grads]))
+    print("RESULT " + json.dumps(row), flush=True)  # kept if the compile runs out of time
+    t = time.perf_counter()
+    try:
+        sg.function([loss, *grads])
+        row["rest_s"] = time.perf_counter() - t
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        row["error"] = _where(e)
+    print("RESULT " + json.dumps(row), flush=True)
+
+
+def _where(e: BaseException) -> str:
+    """``RecursionError in symgrad/codegen/lower.py``: the error and the deepest symgrad file."""
+    tb, where = e.__traceback__, ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "/symgrad/" in name:
+            where = "symgrad/" + name.rsplit("/symgrad/", 1)[1]
+        tb = tb.tb_next
+    return f"{type(e).__name__} in {where}" if where else type(e).__name__
+
+
+def run_size(family: str, n: int, limit: float, cache: Path) -> dict:
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(cache), SYMGRAD_NO_DISK_CACHE="1")
+    cmd = [sys.executable, __file__, "--size-worker", family, str(n)]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+        out, failed = proc.stdout, proc.returncode != 0
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        failed = None  # ran out of time
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    row = json.loads(lines[-1][len("RESULT "):]) if lines else {}
+    if failed is None and "rest_s" not in row:
+        row["error"] = row.get("error") or f"over {limit:.0f} s"
+    elif failed and "error" not in row:
+        row["error"] = "the process failed (out of memory?)"
+    return row
+
+
+def sizes(limit: float) -> None:
+    print(f"Compile time against graph size (s; one fresh process per row, limit {limit:.0f} s)")
+    print(machine_line())
+    print(f"load average at start: {load_average()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
+        for family, (_, ns) in SIZE_FAMILIES.items():
+            for n in ns:
+                r = run_size(family, n, limit, Path(tmp))
+                diff = f"{r['diff_s']:.2f}" if "diff_s" in r else "-"
+                rest = f"{r['rest_s']:.2f}" if "rest_s" in r and "error" not in r else (
+                    r.get("error", "-"))
+                per = (f"{r['diff_s'] / r['nodes'] * 1e6:.0f}" if "diff_s" in r and
+                       r.get("nodes") else "-")
+                rows.append([family, f"{n:,}", f"{r.get('nodes', 0):,}", diff, per, rest])
+                print("  " + " | ".join(rows[-1]), flush=True)
+    print()
+    print_table(["graph", "size", "nodes", "sg.grad (diff + simplify)", "us per node",
+                 "rest of the compile (sg.function / compile_step)"], rows)
+    for family, (what, _) in SIZE_FAMILIES.items():
+        print(f"  {family}: {what}")
+    print(f"load average at end: {load_average()}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--size-worker":
+        size_worker(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "sizes":
+        sizes(float(sys.argv[2]) if len(sys.argv) > 2 else 120.0)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -9,6 +9,7 @@ result is broadcast back, a rewrite that cannot keep them is skipped).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,9 +37,20 @@ class Pat:
 Match = dict
 
 
+_values: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NOT_UNIFORM = object()
+
+
 def const_value(node: Expr) -> float | int | bool | None:
-    """The value of a constant whose elements are all equal, else ``None``."""
-    return node.arg.scalar() if node.op is CONST else None
+    """The value of a constant whose elements are all equal, else ``None`` (remembered per
+    node: rules ask it of the same constants again and again)."""
+    if node.op is not CONST:
+        return None
+    v = _values.get(node)
+    if v is None:
+        v = node.arg.scalar()
+        _values[node] = _NOT_UNIFORM if v is None else v
+    return None if v is _NOT_UNIFORM else v
 
 
 def match(pat: Any, node: Expr, m: Match) -> Match | None:
@@ -94,14 +106,30 @@ class RuleSet:
     def __init__(self, name: str, rules: list[Rule]):
         self.name, self.rules = name, list(rules)
         self._by_op: dict[str, list[Rule]] = {}
+        self._heads: dict[str, list[tuple[Rule, tuple]]] = {}
         for r in self.rules:
             self._by_op.setdefault(r.pattern.op, []).append(r)
+            # a number in a pattern matches a constant node only (see ``match``)
+            need = tuple(p.op if isinstance(p, Pat) else CONST.name if isinstance(
+                p, (int, float)) else None for p in r.pattern.srcs)
+            self._heads.setdefault(r.pattern.op, []).append((r, need))
 
     def __add__(self, other: RuleSet) -> RuleSet:
         return RuleSet(f"{self.name}+{other.name}", self.rules + other.rules)
 
     def for_op(self, op_name: str) -> list[Rule]:
         return self._by_op.get(op_name, [])
+
+    def for_node(self, node: Expr) -> list[Rule]:
+        """The rules whose pattern may match ``node``: its operator, and its operands'
+        operators where the pattern names them (a quick test before the full match)."""
+        heads = self._heads.get(node.op.name)
+        if not heads:
+            return []
+        names = tuple(s.op.name for s in node.srcs)
+        flipped = names[::-1] if node.op.commutative and len(names) == 2 else None
+        return [r for r, need in heads
+                if _fits(need, names) or (flipped is not None and _fits(need, flipped))]
 
     def __iter__(self):
         return iter(self.rules)
@@ -111,6 +139,17 @@ class RuleSet:
 
     def __repr__(self) -> str:
         return f"RuleSet({self.name!r}, {len(self.rules)} rules)"
+
+
+def _fits(need: tuple, names: tuple) -> bool:
+    """Whether operands with operator ``names`` can match a pattern's ``need`` (an operator
+    name per operand, or ``None`` for any)."""
+    if len(need) != len(names):
+        return False
+    for k, name in zip(need, names):
+        if k is not None and k != name:
+            return False
+    return True
 
 
 def op(name: str) -> Callable[..., Pat]:

@@ -56,10 +56,19 @@ def vjp(f: Expr, wrts: Sequence[Expr], seed: Expr) -> list[Expr]:
     """Cotangents of ``wrts`` for the cotangent ``seed`` of ``f`` (the raw, unsimplified
     vector-Jacobian product)."""
     live = depends_on([f], wrts)
-    adjoint: dict[Expr, Expr] = {f: seed}
+    # each node's contributions, summed once all its users are done, in the users' forward
+    # order (as the model was written; the simplifier then mostly appends to its sums)
+    parts: dict[Expr, list[Expr]] = {f: [seed]}
+    adjoint: dict[Expr, Expr] = {}
     for node in reversed(toposort([f])):
-        g = adjoint.get(node)
-        if g is None or node not in live or not node.srcs:
+        got = parts.pop(node, None)
+        if got is None:
+            continue
+        g = got[-1]
+        for ct in reversed(got[:-1]):
+            g = g + ct
+        adjoint[node] = g
+        if node not in live or not node.srcs:
             continue
         if node.op.vjp is None:
             raise NotImplementedError(f"operator {node.op.name!r} has no derivative rule")
@@ -70,7 +79,7 @@ def vjp(f: Expr, wrts: Sequence[Expr], seed: Expr) -> list[Expr]:
             ct = unbroadcast(ct, src.shape)
             if ct.dtype != src.dtype:
                 ct = F.cast(ct, src.dtype)
-            adjoint[src] = adjoint[src] + ct if src in adjoint else ct
+            parts.setdefault(src, []).append(ct)
     return [adjoint[w] if w in adjoint else zeros(w.shape, w.dtype) for w in wrts]
 
 

@@ -8,6 +8,8 @@ elementwise operators (Rosenbrock's is tridiagonal) is a few vectors, whatever t
 
 from __future__ import annotations
 
+import weakref
+
 from symgrad.diff.patterns import Rule, RuleSet, Var, op
 from symgrad.expr import functions as F
 from symgrad.expr import tensors
@@ -78,8 +80,26 @@ def _merge(sign: float):
     return build
 
 
+_band_sums: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _has_band(n: Expr) -> bool:
-    return n.op is BANDS or (n.op in (ADD, SUB) and any(_has_band(s) for s in n.srcs))
+    """Whether the sum ``n`` (over ``+`` and ``-``) has a banded term; remembered per node
+    and found without recursion, so a long sum is walked once, not once per user."""
+    stack = [n]
+    while stack:
+        m = stack[-1]
+        if m in _band_sums:
+            stack.pop()
+        elif m.op is BANDS or m.op not in (ADD, SUB):
+            _band_sums[stack.pop()] = m.op is BANDS
+        else:
+            todo = [s for s in m.srcs if s not in _band_sums]
+            if todo:
+                stack += todo
+            else:
+                _band_sums[stack.pop()] = any(_band_sums[s] for s in m.srcs)
+    return _band_sums[n]
 
 
 def _scales_bands(total: Expr, w: Expr) -> bool:
@@ -102,15 +122,17 @@ def _distribute(rebuild):
     """f(x + y) -> f(x) + f(y) for a linear f, when the sum holds a banded matrix."""
     def build(m):
         node, total = m["_"], m["_"].srcs[0]
+        swapped = False
         if node.op.kind == ELEMENTWISE:  # (x + y)*w, matched either way round
             w_ = m["w"]
-            if node.srcs[0] is w_ and node.srcs[1] is not w_:
-                total = node.srcs[1]
-                node = Expr(node.op, (total, w_), node.arg)
-            if not _scales_bands(total, w_):
-                return None  # the products stay dense, and collecting w would undo this
+            swapped = node.srcs[0] is w_ and node.srcs[1] is not w_
+            total = node.srcs[1] if swapped else total
         if total.op not in (ADD, SUB) or not _has_band(total):
             return None
+        if node.op.kind == ELEMENTWISE and not _scales_bands(total, m["w"]):
+            return None  # the products stay dense, and collecting w would undo this
+        if swapped:
+            node = Expr(node.op, (total, m["w"]), node.arg)
         a, b = total.srcs
         if node.op.kind != ELEMENTWISE:  # a shape operator expects the sum's own shape
             a, b = (tensors.broadcast_to(p, total.shape) for p in (a, b))

@@ -4,15 +4,19 @@ Passes, in order at each node: the pattern rules (``symgrad.diff.rules``), const
 folding, dropping broadcasts that elementwise operators do by themselves, and the normal
 forms of sums and products (``symgrad.diff.collect``). Every rewrite keeps the node's shape
 and dtype: a smaller result is broadcast back, and a rewrite that cannot be is skipped.
+
+The walk is iterative and each walk stops at nodes already simplified, so simplifying a
+graph costs time linear in its size, at any depth.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 
 from symgrad.diff.collect import collect_product, collect_sum
+from symgrad.diff.order import unseen_nodes
 from symgrad.diff.patterns import RuleSet
 from symgrad.diff.rules import DEFAULT_RULES
 from symgrad.expr import functions as F
@@ -20,7 +24,7 @@ from symgrad.expr import ops_elementwise as E
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
 from symgrad.expr.leaves import CONST, SIZE, ConstData
-from symgrad.expr.node import ELEMENTWISE, LEAF, Expr, toposort
+from symgrad.expr.node import ELEMENTWISE, LEAF, Expr
 from symgrad.expr.shapes import ShapeError, broadcast
 
 FOLD_MAX_SIZE = 4096  # larger non-uniform constant results stay as formulas
@@ -109,47 +113,70 @@ PASSES: tuple[Callable[[Expr], Expr | float | None], ...] = (
 
 
 class Simplifier:
-    """One simplification run; remembers every node it has simplified."""
+    """One simplification run; remembers every node it has simplified.
+
+    Rewriting a node may build new nodes that must be simplified before the node is tried
+    again; those nested runs are generators driven from one explicit stack, so a graph of
+    any depth simplifies without recursion, and each walk stops at nodes already done.
+    """
 
     def __init__(self, rules: RuleSet = DEFAULT_RULES):
         self.rules = rules
         self.memo: dict[Expr, Expr] = {}
         self.fired: list[str] = []
-        self.depth = 0
         self.cut_short = 0  # rewrites stopped by a limit: nonzero means rules undo each other
+        self.visited = 0  # nodes simplified (a measure of the work done: linear in the graph)
 
     def __call__(self, root: Expr) -> Expr:
         if root in self.memo:
             return self.memo[root]
-        for node in toposort([root]):
-            if node in self.memo:
+        stack = [self._run(root, 0)]
+        result: Expr | None = None
+        while stack:
+            try:
+                request = stack[-1].send(result)
+            except StopIteration as done:
+                stack.pop()
+                result = done.value
                 continue
+            result = self.memo.get(request)
+            if result is None:  # depth = nested runs, as in a recursive simplifier
+                stack.append(self._run(request, len(stack)))
+        return result
+
+    def _run(self, root: Expr, depth: int) -> Generator[Expr, Expr | None, Expr]:
+        """Simplify ``root``'s new nodes, sources first; yields a new node to have it
+        simplified, and is sent the result."""
+        for node in unseen_nodes(root, self.memo):
+            if node in self.memo:  # done meanwhile, by a nested run
+                continue
+            self.visited += 1
             srcs = tuple(self.memo[s] for s in node.srcs)
             rebuilt = node if srcs == node.srcs else Expr(node.op, srcs, node.arg)
-            out = self._rewrite(rebuilt) if rebuilt.srcs or rebuilt.op is SIZE else rebuilt
+            out = self.memo.get(rebuilt)
+            if out is None:
+                out = rebuilt
+                if rebuilt.srcs or rebuilt.op is SIZE:
+                    out = yield from self._rewrite(rebuilt, depth)
             self.memo[node] = self.memo[rebuilt] = self.memo[out] = out
         return self.memo[root]
 
-    def _rewrite(self, node: Expr) -> Expr:
-        if self.depth > MAX_DEPTH:  # a cycle of rules; stop rather than recurse forever
+    def _rewrite(self, node: Expr, depth: int) -> Generator[Expr, Expr | None, Expr]:
+        if depth > MAX_DEPTH:  # a cycle of rules; stop rather than nest forever
             self.cut_short += 1
             return node
-        self.depth += 1
-        try:
-            for _ in range(MAX_REWRITES_PER_NODE):
-                new = self._step(node)
-                if new is None:
-                    return node
-                node = self(new)  # simplify the new parts, then try this node again
-                if node.op.kind == LEAF:
-                    return node
-            self.cut_short += 1
-            return node
-        finally:
-            self.depth -= 1
+        for _ in range(MAX_REWRITES_PER_NODE):
+            new = self._step(node)
+            if new is None:
+                return node
+            node = yield new  # simplify the new parts, then try this node again
+            if node.op.kind == LEAF:
+                return node
+        self.cut_short += 1
+        return node
 
     def _step(self, node: Expr) -> Expr | None:
-        for rule in self.rules.for_op(node.op.name):
+        for rule in self.rules.for_node(node):
             out = rule.apply(node)
             if out is not None:
                 fitted = fit(out, node)
