@@ -172,19 +172,19 @@ class Step:
             self._diagnose = Function(self._diagnostics, self.backend, self.fast_math)
         counts = self._diagnose(**self._batch)
         grads, updates = counts[:len(self.params)], counts[len(self.params):]
-        bad = [(p, int(c)) for p, c in zip(self.params, grads) if c]
-        bad_update = [(p, int(c)) for p, c in zip(self.params, updates) if c]
+        bad_grad = {p: int(c) for p, c in zip(self.params, grads) if c}
+        bad_update = {p: int(c) for p, c in zip(self.params, updates)
+                      if c and p not in bad_grad}  # named once, by the gradient if both
         what = [f"the loss is {loss}"] if not np.isfinite(loss) else []
         what += [f"the gradient of {p.name!r} has {c} non-finite of {max(1, p.arg.value.size)}"
-                 f" elements" for p, c in bad]
+                 f" elements" for p, c in bad_grad.items()]
         what += [f"the update of {p.name!r} (its new value and optimizer state) has {c} "
-                 f"non-finite elements" for p, c in bad_update if p not in dict(bad)]
-        bad = bad + [(p, c) for p, c in bad_update if p not in dict(bad)]
+                 f"non-finite elements" for p, c in bad_update.items()]
         raise NonFiniteError(
             f"training step {self.step_count + 1}: {'; '.join(what)}. Nothing was written: "
             f"the parameters and the optimizer state are as before this step. "
             f"on_nonfinite='skip' skips such steps (counted in step.skipped), "
-            f"'apply' writes them anyway.", loss, [p.name for p, _ in bad])
+            f"'apply' writes them anyway.", loss, [p.name for p in [*bad_grad, *bad_update]])
 
     @property
     def optimizer(self) -> Any:
