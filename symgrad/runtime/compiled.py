@@ -22,10 +22,9 @@ from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
 from symgrad.expr.evaluate import (
+    FeedChecker,
     Outputs,
     as_outputs,
-    check_dims_bound,
-    check_feeds,
     graph_inputs,
     run_graph,
     symbolic_dims,
@@ -48,6 +47,7 @@ class CompiledFunction:
         self._checks = value_checks(self.outputs)  # hidden outputs after the user's
         self.program: Program = lower(self.outputs + self._checks, target)
         self._guards = _size_guards(self.outputs)
+        self._check_feeds = FeedChecker(self.inputs, self._dims)
 
     @property
     def plan(self) -> str:
@@ -64,8 +64,7 @@ class CompiledFunction:
     def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
              gate: Gate | None = None) -> list:
         """Every output as a list; ``commit`` and ``gate`` as in ``Function.run``."""
-        arrays, sizes = check_feeds(self.inputs, feeds)
-        check_dims_bound(self._dims, sizes)
+        arrays, sizes = self._check_feeds(feeds)  # check_feeds, then check_dims_bound
         return self.execute(arrays, sizes, commit, gate)
 
     def execute(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
@@ -75,7 +74,7 @@ class CompiledFunction:
         n = len(self.outputs)
         if not self.reference_needed(arrays, sizes):
             def accept(results: list) -> bool:
-                if any(results[i] for i in range(n, len(results))):
+                if len(results) > n and any(results[i] for i in range(n, len(results))):
                     raise _ReferenceNeededError  # a computed value the reference refuses
                 return gate is None or gate(results[:n])
 
@@ -102,7 +101,10 @@ class CompiledFunction:
         """An index past a symbolic axis, a max over zero samples, a label out of range: the
         reference raises its own error (compiled code would read out of bounds, return -inf
         or a row of zeros)."""
-        return any(_fails(g, sizes, arrays) for g in self._guards)
+        for g in self._guards:
+            if _fails(g, sizes, arrays):
+                return True
+        return False
 
 
 Gate = Callable[[list], bool]
@@ -128,12 +130,14 @@ def leaf_result(o: Any, arrays: dict[str, np.ndarray], sizes: dict[str, int]) ->
 def commit_on_host(results: list, commit: dict[int, Any] | None) -> list:
     """Write ``results[i]`` into parameter slot ``commit[i]`` (every result is computed
     already: the call succeeded) and put ``None`` in its place."""
-    pending = [(i, slot) for i, slot in (commit or {}).items() if results[i] is not None]
+    if not commit:
+        return results
+    # every target fetched (from a GPU) before writing any
+    pending = [(i, slot.value) for i, slot in commit.items() if results[i] is not None]
     if not pending:
         return results
-    targets = [slot.value for _, slot in pending]  # fetched (from a GPU) before writing any
     with deferred_signals():  # all or nothing, even under Ctrl-C
-        for (i, _), target in zip(pending, targets):
+        for i, target in pending:
             np.copyto(target, results[i], casting="unsafe")
             results[i] = None
     return results
@@ -209,14 +213,28 @@ def _size_guards(outputs: list) -> list[tuple]:
             if any(isinstance(d, str) for d in dims):
                 guards.append(("empty", dims))
         elif n.op is T.ONE_HOT and n.srcs[0].op is INPUT:
-            guards.append(("labels", n.srcs[0].name, n.arg[0]))
+            labels = n.srcs[0]
+            # signed labels seen as unsigned: a negative one is >= k too (one max, not a min
+            # and a max: this runs on every call)
+            unsigned = np.dtype(f"u{labels.dtype.itemsize}") if labels.dtype.kind == "i" \
+                and 0 <= n.arg[0] <= np.iinfo(labels.dtype).max else None
+            guards.append(("labels", labels.name, n.arg[0], unsigned))
     return guards
 
 
 def _fails(guard: tuple, sizes: dict, arrays: dict) -> bool:
     if guard[0] == "labels":
-        labels = arrays[guard[1]]
-        return bool(labels.size) and bool(labels.min() < 0 or labels.max() >= guard[2])
+        _, name, k, unsigned = guard
+        labels = arrays[name]
+        if not labels.size:
+            return False
+        if labels.dtype.kind in "iu":
+            if labels.ndim == 1 and labels.size <= 32:  # a few labels: Python ints, exact
+                values = labels.tolist()
+                return min(values) < 0 or max(values) >= k
+            if unsigned is not None:
+                return bool(labels.view(unsigned).max() >= k)
+        return bool(labels.min() < 0 or labels.max() >= k)
     if guard[0] == "index":
         _, k, dim = guard
         return not -sizes[dim] <= k < sizes[dim]

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
@@ -39,7 +40,23 @@ KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_
 # (~1-2 ms of work): below that, handing work to the pool and combining partials cost more
 # than they save (bench/README.md: a 256-sample softmax step was 3x slower on 2 threads).
 MIN_WORK_PER_THREAD = 8_000_000
+# A call's reusable scratch (arena, partials, tables) is kept for the next call when it is
+# at most this big, for at most this many sets of sizes: enough for a training loop's batch
+# sizes and an evaluation's; a larger call allocates its own (its work dwarfs the cost).
+SCRATCH_CACHE_BYTES = 16 << 20
+IDLE_SCRATCH = 4
 _pool: ThreadPoolExecutor | None = None
+_addressof, _char_at = ctypes.addressof, ctypes.c_char.from_buffer
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of a C-contiguous array's data, through the buffer protocol (~0.3 us;
+    ``a.ctypes.data`` builds a helper object: ~1.5 us). A read-only or empty array has no
+    writable buffer of a byte to give: ``a.ctypes.data``."""
+    try:
+        return _addressof(_char_at(a))
+    except (TypeError, ValueError, BufferError):
+        return a.ctypes.data
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -116,139 +133,322 @@ class LLVMFunction(CompiledFunction):
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
             commit: dict[int, Any] | None, accept: Callable[[list], bool],
             **backend_args: Any) -> list:
-        """Run on feeds already checked (``check_feeds``, ``check_dims_bound``)."""
-        prog = self.program
-        views, ptrs, arena = self._buffers(arrays, sizes)
-        dims = (ctypes.c_int64 * max(1, len(self.dim_names)))(
-            *[sizes[d] for d in self.dim_names])
-        table = self._table(ptrs)  # the stages between passes share one pointer table
-        for fn, stage in zip(self._kernels, prog.stages):
-            if stage % 2 == 0:
+        """Run on feeds already checked (``check_feeds``, ``check_dims_bound``).
+
+        What a call needs besides its inputs and outputs (the arena of intermediate buffers,
+        the partials, the pointer tables) is built once per set of sizes and reused by the
+        next call with those sizes; a call that finds it in use (another thread's call in
+        flight) builds its own. Outputs returned to the caller are fresh arrays every call;
+        the new values of ``commit``'s outputs live in the reused arena (they are copied into
+        the parameters, or copied out when nothing is committed)."""
+        key = (tuple([sizes[d] for d in self._key_dims]), get_num_threads(),
+               MIN_WORK_PER_THREAD, tuple(commit) if commit else ())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(key, sizes)
+        idle = self._idle
+        # dict.pop is atomic: two threads never take one scratch (the second builds its own)
+        scratch = idle.pop(key, None)
+        if scratch is None:
+            scratch = self._scratch(plan)
+        try:
+            return self._call(plan, scratch, arrays, sizes, commit, accept)
+        finally:  # every kernel and worker is done with it: the next call may take it
+            if scratch.nbytes <= SCRATCH_CACHE_BYTES:
+                idle[key] = scratch
+                if len(idle) > IDLE_SCRATCH:
+                    with self._lock:
+                        while len(idle) > IDLE_SCRATCH:  # the least recently put back
+                            idle.pop(next(iter(idle)), None)
+
+    def _call(self, plan: _Plan, scratch: _Scratch, arrays: dict[str, np.ndarray],
+              sizes: dict[str, int], commit: dict[int, Any] | None,
+              accept: Callable[[list], bool]) -> list:
+        tables = scratch.tables
+        keep = []  # contiguous copies of inputs, alive until the kernels have run
+        for i, name in self._inputs:
+            a = arrays[name]
+            c = np.ascontiguousarray(a)
+            if c is not a:
+                keep.append(c)
+            try:  # (_address, inline)
+                address = _addressof(_char_at(c))
+            except (TypeError, ValueError, BufferError):
+                address = c.ctypes.data
+            for table in tables:
+                table[i] = address
+        for i, slot in self._params:
+            # a parameter's array is never replaced (it is written in place), so its
+            # address is in the tables already; a GPU copy newer than it is fetched first
+            if slot.mirror is not None:
+                value = slot.value
+                if value is not scratch.params[i]:
+                    scratch.params[i] = value
+                    address = value.ctypes.data
+                    for table in tables:
+                        table[i] = address
+        views: list[np.ndarray] = []  # the fresh buffers: outputs the caller gets
+        if plan.fresh_bytes:
+            fresh = np.empty(plan.fresh_bytes, np.uint8)
+            base = _address(fresh)
+            for i, offset in plan.fresh_offsets:
+                for table in tables:
+                    table[i] = base + offset
+            views = [np.ndarray(bound, dt, fresh, offset)
+                     for bound, dt, offset in plan.fresh_views]
+        table, dims = scratch.addresses[0], scratch.dims_address
+        for fn, stage in zip(self._kernels, plan.stages):
+            if stage is None:
                 fn(table, dims, 0, 0)
             else:
-                self._run_pass(fn, stage, views, ptrs, sizes, dims)
-        results = [self._result(o, views, arrays, sizes) for o in prog.outputs]
+                self._run_pass(fn, stage, scratch, views)
+        kept = scratch.views
+        results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
+                   leaf_result(ref, arrays, sizes) for kind, ref in plan.results]
         if self._repeated_outputs:  # function([loss, loss]): two arrays, not one twice
             results = distinct_arrays(results)
-        return commit_on_host(results, commit if accept(results) else None)
+        accepted = accept(results)
+        if not accepted:  # returned, not committed: the caller's own arrays
+            for i in plan.kept_results:
+                if results[i] is kept[plan.results[i][1]]:
+                    results[i] = results[i].copy()
+        return commit_on_host(results, commit if accepted else None)
 
     def _layout(self) -> None:
         """Which buffer is what, worked out once: inputs are fed, parameters and constants
-        are fixed arrays, everything else lives in one allocation per call."""
+        are fixed arrays, everything else lives in arenas (``_plan``)."""
         prog = self.program
         node_of = {name: n for n, name in prog.node_buffer.items()}
         self._inputs: list[tuple[int, str]] = []
-        self._fixed: list[tuple[int, Any]] = []  # (slot, ParamSlot or const array)
+        self._params: list[tuple[int, Any]] = []  # (slot, ParamSlot)
+        self._consts: list[tuple[int, np.ndarray]] = []
         self._owned: list[tuple[int, str, tuple, np.dtype]] = []
         self._partial_specs: dict[str, tuple[int, tuple, np.dtype]] = {}
-        self._layouts: dict[tuple, tuple[list, list, int]] = {}
-        self._returned = {prog.node_buffer[o] for o in prog.outputs if o in prog.node_buffer}
-        self._returned |= {a.target for accs in prog.accumulators.values() for a in accs}
         for i, (name, spec) in enumerate(prog.buffers.items()):
             if spec.role == "input":
                 self._inputs.append((i, node_of[name].name))
             elif spec.role == "param":
-                self._fixed.append((i, node_of[name].arg))
+                self._params.append((i, node_of[name].arg))
             elif spec.role == "const":
-                self._fixed.append((i, prog.const_arrays[name]))
+                self._consts.append((i, prog.const_arrays[name]))
             elif spec.role == "partial":
                 self._partial_specs[name] = (i, spec.shape, np.dtype(spec.dtype))
             else:
                 self._owned.append((i, name, spec.shape, np.dtype(spec.dtype)))
+        # the sizes a plan depends on: the kernels' dims, the batch, the dims of a mean
+        used = set(self.dim_names)
+        used.update(d for accs in prog.accumulators.values() for a in accs
+                    for d in (a.mean_of or ()) if isinstance(d, str))
+        if prog.plan.batch:
+            used.add(prog.plan.batch)
+        self._key_dims = sorted(used)
+        self._plans: dict[tuple, _Plan] = {}
+        self._idle: dict[tuple, _Scratch] = {}  # scratch no call is using, by plan key
+        self._lock = threading.Lock()  # guards _plans and _idle (not held while running)
 
-    def _buffers(self, arrays: dict, sizes: dict) -> tuple[dict, list, np.ndarray]:
-        """Every buffer's address, and NumPy views of those Python needs (outputs)."""
-        ptrs: list = [None] * max(1, len(self.buffer_names))
-        keep = []
-        for i, name in self._inputs:
-            a = np.ascontiguousarray(arrays[name])
-            keep.append(a)
-            ptrs[i] = a.ctypes.data
-        for i, owner in self._fixed:
-            ptrs[i] = (owner.value if hasattr(owner, "value") else owner).ctypes.data
-        offsets, returned, total = self._arena_layout(sizes)
-        arena = np.empty(total, np.uint8)
-        base = arena.ctypes.data
-        for i, offset in offsets:
-            ptrs[i] = base + offset
-        views = {"__keep__": keep}
-        for name, dt, bound, offset, nbytes in returned:
-            views[name] = arena[offset:offset + nbytes].view(dt).reshape(bound)
-        return views, ptrs, arena
-
-    def _arena_layout(self, sizes: dict) -> tuple[list, list, int]:
-        """Where each owned buffer lies in the arena for these sizes (worked out once per
-        set of sizes: a training loop's batches share one or two)."""
-        key = tuple(sizes[d] for d in self.dim_names)
-        found = self._layouts.get(key)
-        if found is None:
-            offsets, returned, total = [], [], 0
-            for i, name, shape, dt in self._owned:
-                bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-                nbytes = math.prod(bound) * dt.itemsize
-                offsets.append((i, total))
-                if name in self._returned:
-                    returned.append((name, dt, bound, total, nbytes))
-                total += -(-max(nbytes, 1) // 64) * 64  # 64-byte aligned
-            if len(self._layouts) >= 16:  # many batch sizes: keep the newest few
-                self._layouts.pop(next(iter(self._layouts)))
-            self._layouts[key] = found = (offsets, returned, total)
-        return found
-
-    def _table(self, ptrs: list):
-        return (ctypes.c_void_p * len(ptrs))(*ptrs)
-
-    def _run_pass(self, fn, stage: int, views: dict, ptrs: list, sizes: dict, dims) -> None:
+    def _plan(self, key: tuple, sizes: dict) -> _Plan:
+        """Where every buffer lies and how each pass runs, for one key of ``run``."""
         prog = self.program
-        accs = prog.accumulators.get(stage, [])
-        n = sizes[prog.plan.batch]
-        work = n * prog.work_per_sample.get(stage, 1)
-        threads = max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD, n // 64))
-        bounds = [n * t // threads for t in range(threads + 1)]
-        partials: list[dict[str, np.ndarray]] = []
-        tables = []
-        for _ in range(threads):
-            mine, row = {}, list(ptrs)
-            for acc in accs:
-                i, shape, dt = self._partial_specs[acc.partial]
-                bound = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-                mine[acc.partial] = part = np.full(bound, _identity(acc.kind, dt), dt)
-                row[i] = part.ctypes.data
-            partials.append(mine)
-            tables.append(self._table(row))
+        threads_wanted, min_work, committed = key[1], key[2], set(key[3])
+        plan = _Plan()
+        plan.dims = [sizes[d] for d in self.dim_names]
+
+        def bound(shape: tuple) -> tuple:
+            return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+
+        buffer_of = [None if o.op in LEAVES else prog.node_buffer[o] for o in prog.outputs]
+        fresh = {b for i, b in enumerate(buffer_of) if b is not None and i not in committed}
+        targets = {a.target for accs in prog.accumulators.values() for a in accs}
+        kept = ({b for b in buffer_of if b is not None} | targets) - fresh
+        plan.scratch_offsets, plan.fresh_offsets, plan.fresh_views = [], [], []
+        plan.kept_views, fresh_index = [], {}
+        sizes_in = {True: 0, False: 0}  # bytes in the fresh and the reused arena
+        for i, name, shape, dt in self._owned:
+            shaped = bound(shape)
+            nbytes = math.prod(shaped) * dt.itemsize
+            is_fresh = name in fresh
+            offset = sizes_in[is_fresh]
+            sizes_in[is_fresh] += -(-max(nbytes, 1) // 64) * 64  # 64-byte aligned
+            if is_fresh:
+                fresh_index[name] = len(plan.fresh_views)
+                plan.fresh_offsets.append((i, offset))
+                plan.fresh_views.append((shaped, dt, offset))
+            else:
+                plan.scratch_offsets.append((i, offset))
+                if name in kept:
+                    plan.kept_views.append((name, shaped, dt, offset))
+        plan.fresh_bytes, plan.scratch_bytes = sizes_in[True], sizes_in[False]
+        plan.results = [(2, o) if b is None else (0, fresh_index[b]) if b in fresh else
+                        (1, b) for o, b in zip(prog.outputs, buffer_of)]
+        plan.kept_results = [i for i, (kind, _) in enumerate(plan.results) if kind == 1]
+        plan.stages, plan.partials, plan.max_threads = [], {}, 1
+        for stage in prog.stages:
+            if stage % 2 == 0:
+                plan.stages.append(None)
+                continue
+            n = sizes[prog.plan.batch]
+            work = n * prog.work_per_sample.get(stage, 1)
+            threads = max(1, min(threads_wanted, work // min_work, n // 64))
+            p = _Pass(n, threads, [n * t // threads for t in range(threads + 1)])
+            for acc in prog.accumulators.get(stage, []):
+                slot, shape, dt = self._partial_specs[acc.partial]
+                shaped = bound(shape)
+                before = plan.partials.get(acc.partial, (slot, shaped, dt, 0))
+                plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], threads))
+                divisor = empty = in_place = None
+                if acc.mean_of is not None:
+                    count = size_of(acc.mean_of, sizes)
+                    divisor, empty = acc.node.dtype.type(count), not count
+                    # dividing the partial in place gives the same numbers when the
+                    # quotient has the partial's dtype (a float32 mean's float64 partial):
+                    # the division then runs in that dtype, the divisor cast to it exactly
+                    with np.errstate(all="ignore"):
+                        quotient = np.divide(np.zeros(1, dt), divisor).dtype
+                    if quotient == dt and not shaped:
+                        divisor, in_place = dt.type(divisor), "scalar"
+                    elif quotient == dt:
+                        divisor, in_place = dt.type(divisor), "array"
+                p.accs.append(_Combine(acc, _identity(acc.kind, dt), divisor, empty,
+                                       in_place, fresh_index.get(acc.target, -1)))
+            plan.max_threads = max(plan.max_threads, threads)
+            plan.stages.append(p)
+        with self._lock:
+            if len(self._plans) >= 16:  # many batch sizes: keep the newest few
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+    def _scratch(self, plan: _Plan) -> _Scratch:
+        """The reusable part of a call: arena, partials, pointer tables, dims."""
+        s = _Scratch()
+        s.arena = np.empty(plan.scratch_bytes, np.uint8)
+        base = _address(s.arena) if plan.scratch_bytes else 0
+        nbuf = max(1, len(self.buffer_names))
+        s.tables = [(ctypes.c_void_p * nbuf)() for _ in range(plan.max_threads)]
+        s.addresses = [ctypes.addressof(t) for t in s.tables]
+        s.partials, nbytes = {}, plan.scratch_bytes
+        s.params = {i: slot.value for i, slot in self._params}
+        for table in s.tables:
+            for i, offset in plan.scratch_offsets:
+                table[i] = base + offset
+            for i, array in self._consts:
+                table[i] = array.ctypes.data
+            for i, value in s.params.items():
+                table[i] = value.ctypes.data
+        for name, (i, shaped, dt, threads) in plan.partials.items():
+            s.partials[name] = parts = [np.empty(shaped, dt) for _ in range(threads)]
+            for table, part in zip(s.tables, parts):
+                table[i] = part.ctypes.data
+            nbytes += threads * parts[0].nbytes
+        s.views = {name: np.ndarray(shaped, dt, s.arena, offset)
+                   for name, shaped, dt, offset in plan.kept_views}
+        s.dims = (ctypes.c_int64 * max(1, len(plan.dims)))(*plan.dims)
+        s.dims_address = ctypes.addressof(s.dims)
+        s.nbytes = nbytes
+        return s
+
+    def _run_pass(self, fn, p: _Pass, s: _Scratch, views: list) -> None:
+        threads = p.threads
+        for c in p.accs:
+            for part in s.partials[c.acc.partial][:threads]:
+                part.fill(c.identity)
         if threads == 1:
-            fn(tables[0], dims, 0, n)
+            fn(s.addresses[0], s.dims_address, 0, p.n)
         else:  # the caller's thread runs the first slice, the pool the others
             # Ctrl-C waits for the workers: raised while they still write into this call's
             # partials and arena, it would free them under the workers' feet (a segfault)
+            bounds = p.bounds
             with deferred_signals():
                 pool = _thread_pool()
-                futures = [pool.submit(fn, t, dims, lo, hi) for t, lo, hi in
-                           zip(tables[1:], bounds[1:-1], bounds[2:])]
+                futures = [pool.submit(fn, t, s.dims_address, lo, hi) for t, lo, hi in
+                           zip(s.addresses[1:threads], bounds[1:-1], bounds[2:])]
                 try:
-                    fn(tables[0], dims, bounds[0], bounds[1])
+                    fn(s.addresses[0], s.dims_address, bounds[0], bounds[1])
                 finally:
                     wait(futures)
                 for f in futures:
                     f.result()
-        for acc in accs:  # combine in thread order: the same thread count, the same result
-            total = partials[0][acc.partial]
-            for mine in partials[1:]:
-                part = mine[acc.partial]
+        for c in p.accs:  # combine in thread order: the same thread count, the same result
+            acc = c.acc
+            parts = s.partials[acc.partial]
+            target = views[c.fresh] if c.fresh >= 0 else s.views[acc.target]
+            if threads == 1 and (c.divisor is None or c.in_place):
+                # one thread: no temporaries (a mean divides its partial in place, or a
+                # scalar as a NumPy scalar)
+                part = parts[0]
+                if c.empty:  # 0/0 is nan, as in the reference, without a warning
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        _divide(c, part, target)
+                elif c.divisor is not None:
+                    _divide(c, part, target)
+                else:
+                    target[...] = part.T if acc.transposed else part
+                continue
+            total = parts[0]
+            for part in parts[1:threads]:
                 total = (total + part if acc.kind == "sum" else np.maximum(total, part)
                          if acc.kind == "max" else np.minimum(total, part))
             if acc.transposed:
                 total = total.T
-            if acc.mean_of is not None:
-                count = size_of(acc.mean_of, sizes)
-                if count:
-                    total = total / acc.node.dtype.type(count)
-                else:  # 0/0 is nan, as in the reference, without a warning
+            if c.divisor is not None:
+                if c.empty:
                     with np.errstate(invalid="ignore", divide="ignore"):
-                        total = total / acc.node.dtype.type(0)
-            views[acc.target][...] = total
+                        total = total / c.divisor
+                else:
+                    total = total / c.divisor
+            target[...] = total
 
-    def _result(self, o, bufs, arrays, sizes) -> np.ndarray:
-        if o.op in LEAVES:
-            return leaf_result(o, arrays, sizes)
-        return bufs[self.program.node_buffer[o]]  # a view of this call's own allocation
+
+def _divide(c: _Combine, part: np.ndarray, target: np.ndarray) -> None:
+    """One thread's mean: its partial divided into the target, without temporaries."""
+    if c.in_place == "scalar":
+        target[...] = part[()] / c.divisor
+    else:
+        np.divide(part, c.divisor, out=part)
+        target[...] = part.T if c.acc.transposed else part
+
+
+class _Pass:
+    """One pass over the batch for one set of sizes: its samples, threads and slices, and
+    how each accumulator is combined."""
+
+    __slots__ = ("n", "threads", "bounds", "accs")
+
+    def __init__(self, n: int, threads: int, bounds: list[int]):
+        self.n, self.threads, self.bounds = n, threads, bounds
+        self.accs: list[_Combine] = []
+
+
+class _Combine:
+    """An accumulator of a pass: its partials' starting value, the divisor of a mean (and
+    whether it counts nothing), how one thread's partial is divided (``"array"``: in place,
+    ``"scalar"``: as a NumPy scalar, None: into a temporary, as with several threads), and
+    where the target lies (an index into the call's fresh buffers, or -1: the reused
+    arena)."""
+
+    __slots__ = ("acc", "identity", "divisor", "empty", "in_place", "fresh")
+
+    def __init__(self, acc: Any, identity: Any, divisor: Any, empty: bool | None,
+                 in_place: str | None, fresh: int):
+        self.acc, self.identity, self.divisor, self.empty = acc, identity, divisor, empty
+        self.in_place, self.fresh = in_place, fresh
+
+
+class _Plan:
+    """Worked out once per key of ``LLVMFunction.run`` (sizes, threads, committed outputs):
+    the dims, where each owned buffer lies (the fresh arena: outputs returned to the caller;
+    the reused arena: everything else), each output's source, each pass."""
+
+    __slots__ = ("dims", "scratch_offsets", "scratch_bytes", "fresh_offsets", "fresh_bytes",
+                 "fresh_views", "kept_views", "results", "kept_results", "stages", "partials",
+                 "max_threads")
+
+
+class _Scratch:
+    """What a call reuses from the previous call with the same plan: the arena of buffers
+    the caller never gets, the partials, one pointer table per thread (``addresses``) with
+    the fixed addresses filled in, the parameters' arrays whose addresses the tables hold,
+    the dims; one call at a time."""
+
+    __slots__ = ("arena", "tables", "addresses", "partials", "views", "params", "dims",
+                 "dims_address", "nbytes")

@@ -13,6 +13,7 @@ finite raises :class:`NonFiniteError` and writes nothing (``on_nonfinite``).
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from typing import Any, Sequence
 
@@ -92,6 +93,7 @@ class Step:
         # casts where they meet the parameters' arrays)
         self._hyper = {k: param(f"hyper_{k}", init=v, dtype="float64")
                        for k, v in optimizer.hyper.items()}
+        self._hyper_written: dict[str, float] = {}  # the values _sync_hyper last wrote
         self._count = param("step_count", init=0.0, dtype="float64")
         self._state: dict[Expr, dict[str, Expr]] = {}
         updates: list[tuple[Expr, Expr]] = []
@@ -136,9 +138,11 @@ class Step:
     # -- running -----------------------------------------------------------------------
     def __call__(self, **batch: Any) -> float:
         self._sync_hyper()
-        if any(_shape(v)[:1] == (0,) for v in batch.values()):
-            raise ValueError("a training step needs at least one sample; got an empty batch "
-                             f"({', '.join(f'{k}: {_shape(v)}' for k, v in batch.items())})")
+        for v in batch.values():
+            if (v.shape if isinstance(v, np.ndarray) else _shape(v))[:1] == (0,):
+                shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in batch.items())
+                raise ValueError("a training step needs at least one sample; got an empty "
+                                 f"batch ({shapes})")
         if self._dropped:
             check_feeds(self._model_inputs, batch)
             batch = {k: v for k, v in batch.items() if k in self._function.inputs}
@@ -163,7 +167,7 @@ class Step:
         if self.on_nonfinite == "apply":
             return True
         loss = float(results[0])
-        if np.isfinite(loss) and not results[self._checks.start]:
+        if math.isfinite(loss) and not results[self._checks.start]:
             return True
         if self.on_nonfinite == "skip":
             self.skipped += 1
@@ -222,8 +226,14 @@ class Step:
         return float(self._loss_only(**batch))
 
     def _sync_hyper(self) -> None:
+        """Write each hyperparameter whose value changed since it was last written (a
+        write also reads ``.value``, which on a GPU makes the next call upload it)."""
+        hyper, written = self._optimizer.hyper, self._hyper_written
         for name, node in self._hyper.items():
-            node.arg.value[...] = self.optimizer.hyper[name]
+            value = hyper[name]
+            if value is not written.get(name):  # the same float object: the same number
+                node.arg.value[...] = value
+                written[name] = value
 
     def reset(self) -> None:
         """Reset the optimizer state and the step count (the parameters stay)."""
