@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from symgrad.codegen import blas, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.schedule import (
     LEAVES,
@@ -39,8 +40,10 @@ LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
                T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS)
 
 
-BLOCK = 8  # samples per block for sums of outer products over the batch
-CHUNK = 4096  # samples whose float32 sums are added into a float64 total at a time
+# A contraction over a tile's rows calls BLAS from this many multiply-adds per sample:
+# measured (bench/README.md), a tile GEMM beat the loop nests from 4 x 4 (1.7x) to 256 x 10
+# (14x); at 16 x 1 (a logistic regression's gradient) the two were even
+BLAS_MIN_MACS = 32
 
 
 @dataclass
@@ -75,7 +78,7 @@ class Program:
 
 # Names the lowering writes itself (loop indices, chunk and block bounds): a model's input
 # or parameter never gets one of them.
-FIXED_NAMES = frozenset("n start stop chunk c0 c1 blk n0 nb".split())
+FIXED_NAMES = frozenset("n start stop tile n0 nb".split())
 
 
 class _Names:
@@ -124,6 +127,7 @@ class _Lowerer:
         self.block_values: dict[Expr, tuple] = {}  # values computed a block at a time
         self.locals: dict[Expr, L.Local] = {}  # per-sample scalars of the current pass
         self.stage = 0
+        self.tile: int | None = None  # samples per tile, in a CPU pass
         self.labels: dict[Expr, str] = {}
         self._name_leaves()
 
@@ -180,8 +184,9 @@ class _Lowerer:
                 kernel = self._between_kernel(stage, members)
             kernels.append(kernel)
             stages.append(stage)
-        text = describe(self.plan, self.labels)
-        notes = [lines for _, lines in stage_lines(self.plan, self.labels)]
+        how = {stage: k.comment for stage, k in zip(stages, kernels) if stage % 2 and k.comment}
+        text = describe(self.plan, self.labels, how)
+        notes = [lines for _, lines in stage_lines(self.plan, self.labels, how)]
         return Program(kernels, stages, self.buffers, self.node_buffer, accs, self.outputs,
                        self.plan, text, self.const_arrays, sorted(self.dims), work, notes)
 
@@ -197,24 +202,18 @@ class _Lowerer:
         return self._kernel(f"stage{stage // 2}", body, None, members)
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
-        batch = self.plan.batch
         self.scratch, self.locals, self.transposed, self.block_values = {}, {}, {}, {}
         self.chunk_init, self.chunk_flush = [], []
+        if self.cpu:
+            return self._tile_pass(stage, members)
         prologue: list = []
         self.pass_prologue = prologue
         inner: list = []
         epilogue: list = []
         accs: list[Accumulator] = []
-        blocked: list = []  # sums of outer products over the batch, done a block at a time
         for n in members:
             if n in self.plan.accumulators:
-                if self.cpu and n.op is T.MATMUL and n.ndim == 2 and all(
-                        isinstance(d, int) for d in n.shape):
-                    accs.append(self._block_accumulator(n, prologue, inner, blocked))
-                else:
-                    accs.append(self._accumulator(n, prologue, inner, epilogue))
-                continue
-            if self._block_product(n, prologue, blocked):
+                accs.append(self._accumulator(n, prologue, inner, epilogue))
                 continue
             if self._sample_shape(n):
                 name = self.names.fresh("s")
@@ -222,118 +221,173 @@ class _Lowerer:
                 self.scratch[n] = name
             inner += self._compute(n, per_sample=True)
         reduction = any(a.kind in ("sum", "max", "min") for a in accs)
-        if not blocked and self.chunk_init:
-            body = prologue + [self._chunks(inner, reduction)] + epilogue
-        elif not blocked:
-            loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
-            body = prologue + [loop] + epilogue
+        loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
+        body = prologue + [loop] + epilogue
+        return self._kernel(f"pass{stage // 2 + 1}", body, self.plan.batch, members), accs
+
+    def _tile_pass(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
+        """The CPU pass: the batch in tiles of ``T`` samples (``tiles.py``); a contraction
+        over a tile's rows is a BLAS call or a loop nest, everything else per-sample loops."""
+        self.tile = tiles.tile_size(self._bytes_per_sample(members))
+        self.tile_notes: list[str] = []
+        prologue: list = []
+        self.pass_prologue = prologue
+        epilogue: list = []
+        accs: list[Accumulator] = []
+        groups: list[tiles.Group] = []
+        for n in members:
+            if n in self.plan.accumulators:
+                if self._contraction_over_tile(n):
+                    accs.append(self._tile_accumulator(n, prologue, groups))
+                else:
+                    inner: list = []
+                    accs.append(self._accumulator(n, prologue, inner, epilogue))
+                    groups.append(tiles.Group(inner))
+                continue
+            if self._tile_product(n, prologue, groups):
+                continue
+            if self._sample_shape(n):
+                name = self.names.fresh("s")
+                size = L.imul(self.tile, self._size(self._sample_shape(n)))
+                prologue.append(L.Alloc(name, n.dtype, size))
+                self.scratch[n] = name
+            groups.append(tiles.Group(self._compute(n, per_sample=True)))
+        loop = tiles.tile_loop(groups, self.tile, self.names.fresh, prologue,
+                               self.chunk_init, self.chunk_flush)
+        kernel = self._kernel(f"pass{stage // 2 + 1}", prologue + [loop] + epilogue,
+                              self.plan.batch, members)
+        kernel.comment = f"tiles of {self.tile} samples" + "".join(
+            f"; {note}" for note in self.tile_notes)
+        self.tile = None
+        return kernel, accs
+
+    def _bytes_per_sample(self, members: list[Expr]) -> int:
+        """About the tile scratch one sample takes: its values' elements, the rows of
+        contraction operands (which may be copied into tile buffers)."""
+        total = 0
+        for n in members:
+            if n in self.plan.accumulators:
+                if n.op is T.MATMUL:
+                    total += n.dtype.itemsize * sum(_elements(s.shape, self.plan.batch)
+                                                    for s in n.srcs)
+                continue
+            total += n.dtype.itemsize * _elements(self._sample_shape(n), None)
+        return total
+
+    # -- contractions over a tile ------------------------------------------------------
+    def _uses_blas(self, n: Expr, size: int) -> bool:
+        """BLAS for a contraction of at least ``BLAS_MIN_MACS`` multiply-adds per sample,
+        when SciPy's BLAS is there (else loop nests)."""
+        return size >= BLAS_MIN_MACS and self.tile >= 8 and blas.available(n.dtype)
+
+    def _contraction_over_tile(self, n: Expr) -> bool:
+        """``A.T @ B`` summed over the batch, a matrix of fixed shape (a weight gradient)."""
+        return n.op is T.MATMUL and n.ndim == 2 and all(isinstance(d, int) for d in n.shape)
+
+    def _tile_rows(self, e: L.Expr, i: L.Index, width: int, n: Expr) -> tuple | None:
+        """``(buffer, offset of the tile's first row, row stride)`` when ``e``, a sample's
+        element ``i`` of a row of ``width``, is read straight from memory: an input's row
+        (``X[n, i]``) or a tile buffer's."""
+        if not isinstance(e, L.Load) or e.dtype != n.dtype:
+            return None
+        if e.offset == L.iadd(L.imul(L.Index("n"), width), i):
+            return e.buf, L.imul(tiles.TILE_START, width), width
+        if e.offset == L.iadd(L.imul(tiles.ROW, width), i):
+            return e.buf, L.Const(0, L.INT), width
+        return None
+
+    def _rows_of(self, n: Expr, value: L.Expr, i: L.Index, width: int, groups: list) -> tuple:
+        """The tile's rows of a per-sample vector ``value`` (over ``i``): in place when
+        they are in memory already, else copied into a tile buffer by a per-sample loop."""
+        found = self._tile_rows(value, i, width, n)
+        if found is not None:
+            return found
+        buf = self.names.fresh("R")
+        self.pass_prologue.append(L.Alloc(buf, n.dtype, L.Const(self.tile * width, L.INT)))
+        if width == 1:  # a scalar per sample: joins the loop of the scalars around it
+            zero = L.Const(0, L.INT)
+            groups.append(tiles.Group([L.Store(buf, tiles.ROW, tiles.substitute(value, i, zero))]))
         else:
-            body = prologue + [self._blocks(inner, blocked, reduction)] + epilogue
-        return self._kernel(f"pass{stage // 2 + 1}", body, batch, members), accs
+            store = L.Store(buf, L.iadd(L.imul(tiles.ROW, width), i), value)
+            groups.append(tiles.Group([L.Loop(i.name, L.Const(0, L.INT),
+                                              L.Const(width, L.INT), [store])]))
+        return buf, L.Const(0, L.INT), width
 
-    def _chunks(self, inner: list, reduction: bool) -> L.Loop:
-        """The batch loop in chunks of ``CHUNK`` samples, each chunk's float32 sums added
-        into float64 totals."""
-        start, stop = L.Index("start"), L.Index("stop")
-        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), CHUNK - 1), L.Const(CHUNK, L.INT))
-        lo = L.iadd(start, L.imul(L.Index("chunk"), CHUNK))
-        body: list = [L.Let("c0", lo),
-                      L.Let("c1", L.IOp("min", L.iadd(L.Index("c0"), CHUNK), stop))]
-        body += self.chunk_init
-        body.append(L.Loop("n", L.Index("c0"), L.Index("c1"), inner, reduction))
-        body += self.chunk_flush
-        return L.Loop("chunk", L.Const(0, L.INT), count, body)
-
-    def _blocks(self, inner: list, blocked: list, reduction: bool) -> L.Loop:
-        """The batch loop in blocks of ``BLOCK`` samples: per-sample work for each sample of
-        the block, then every blocked accumulator once for the whole block."""
-        start, stop = L.Index("start"), L.Index("stop")
-        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), BLOCK - 1), L.Const(BLOCK, L.INT))
-        n0 = L.iadd(start, L.imul(L.Index("blk"), BLOCK))
-        body: list = [L.Let("n0", n0),
-                      L.Let("nb", L.IOp("min", L.Const(BLOCK, L.INT),
-                                        L.IOp("-", stop, L.Index("n0"))))]
-        body += [stmt for pre, _ in blocked for stmt in pre]
-        body += self.chunk_init
-        body.append(L.Loop("n", L.Index("n0"), L.iadd(L.Index("n0"), L.Index("nb")), inner,
-                           reduction))
-        body += self.chunk_flush
-        body += [stmt for _, post in blocked for stmt in post]
-        return L.Loop("blk", L.Const(0, L.INT), count, body)
-
-    def _block_product(self, n: Expr, prologue: list, blocked: list) -> bool:
-        """``X @ W`` with X an input and W a matrix without the batch: computed for a whole
-        block of samples before their per-sample work, each row of W (transposed) loaded
-        once for ``BLOCK`` samples (one dot product per sample in registers)."""
-        if not self.cpu or n.op is not T.MATMUL or n in self.node_buffer:
-            return False
-        a, b = n.srcs
-        if (a.op is not INPUT or a.ndim != 2 or self._batch_axis(a) != 0 or b.ndim != 2
-                or not all(isinstance(d, int) for d in b.shape) or self._batch_axis(b)
-                is not None):
-            return False
-        depth, cols = b.shape
-        out = self.names.fresh("Z")
-        prologue.append(L.Alloc(out, n.dtype, L.Const(BLOCK * cols, L.INT)))
-        wt = self._transposed(b)
-        (j,), loops_j = self._loops((cols,))
-        k = L.Index(self.names.fresh("k"))
-        last = L.IOp("-", L.Index("stop"), L.Const(1, L.INT))
-        accs = [self.names.fresh("acc") for _ in range(BLOCK)]
-        weight = L.Load(wt, L.iadd(L.imul(j, depth), k), b.dtype)
-        body = [L.AccInit(name, n.dtype, L.Const(0, n.dtype), "sum") for name in accs]
-        updates = []
-        for s, name in enumerate(accs):  # rows past the end repeat the last (then unused)
-            row = L.IOp("min", L.iadd(L.Index("n0"), s), last)
-            x = self.expr(a, (row, k))
-            updates.append(L.Acc(name, "sum", L.Op("multiply", (x, weight), n.dtype)))
-        body.append(L.Loop(k.name, L.Const(0, L.INT), L.Const(depth, L.INT), updates, True))
-        body += [L.Store(out, L.iadd(s * cols, j), L.Local(name, n.dtype))
-                 for s, name in enumerate(accs)]
-        blocked.append((self._nest(loops_j, body), []))
-        self.block_values[n] = (out, cols)
-        return True
-
-    def _block_accumulator(self, n: Expr, prologue: list, inner: list,
-                           blocked: list) -> Accumulator:
-        """``A.T @ B`` summed over the batch: each sample's row of A and of B is copied into
-        a block buffer, and once per block ``partial[j, i] += sum_s A[s, i]*B[s, j]`` runs
-        with the sum over the block's samples unrolled: one load and store of the partial
-        per block instead of per sample, the inner loop over i contiguous."""
-        a, b = n.srcs
+    def _tile_accumulator(self, n: Expr, prologue: list, groups: list) -> Accumulator:
+        """``partial += A_tile.T @ B_tile`` once per tile (``A`` a sample's row of ``rows``,
+        ``B`` of ``cols``): a BLAS call with beta = 1, or the same as a loop nest."""
         rows, cols = n.shape
         partial = self.names.fresh("partial")
-        self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", (cols, rows))
-        a_blk, b_blk = self.names.fresh("A"), self.names.fresh("B")
-        prologue.append(L.Alloc(a_blk, n.dtype, L.Const(BLOCK * rows, L.INT)))
-        prologue.append(L.Alloc(b_blk, n.dtype, L.Const(BLOCK * cols, L.INT)))
-        s = L.IOp("-", L.Index("n"), L.Index("n0"))
-        (i,), loops_i = self._loops((rows,))
-        (j,), loops_j = self._loops((cols,))
-        a_idx, _ = self._matmul_operands(n, (i, j), L.Index("n"))
-        _, b_idx = self._matmul_operands(n, (i, j), L.Index("n"))
-        inner += self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(s, rows), i),
-                                              self.expr(a, a_idx))])
-        inner += self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(s, cols), j),
-                                              self.expr(b, b_idx))])
-        # rows past the end of the last, partial block are zeros in both buffers (not
-        # stale or uninitialized values: 0*NaN would be NaN)
-        zero = L.Const(0, n.dtype)
-        tail = L.Index(self.names.fresh("z"))
-        pad = L.Loop(tail.name, L.Index("nb"), L.Const(BLOCK, L.INT),
-                     self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(tail, rows), i), zero)])
-                     + self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(tail, cols), j),
-                                                    zero)]))
-        terms = None
-        for k in range(BLOCK):
-            term = L.Op("multiply", (L.Load(a_blk, L.iadd(k * rows, i), n.dtype),
-                                     L.Load(b_blk, L.iadd(k * cols, j), n.dtype)), n.dtype)
-            terms = term if terms is None else L.Op("add", (terms, term), n.dtype)
-        offset = L.iadd(L.imul(j, rows), i)
-        update = L.Store(partial, offset, L.Op("add", (L.Load(partial, offset, n.dtype), terms),
-                                               n.dtype))
-        blocked.append(([], [pad] + self._nest(loops_j + loops_i, [update])))
-        return Accumulator(n, partial, self.node_buffer[n], "sum", None, True)
+        self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", n.shape)
+        a, b = n.srcs
+        i, j = L.Index(self.names.fresh("i")), L.Index(self.names.fresh("j"))
+        a_idx, b_idx = self._matmul_operands(n, (i, j), L.Index("n"))
+        a_rows = self._rows_of(n, self.expr(a, a_idx), i, rows, groups)
+        b_rows = self._rows_of(n, self.expr(b, b_idx), j, cols, groups)
+        label = self.labels.get(n, "matmul")
+        if self._uses_blas(n, rows * cols):
+            groups.append(tiles.Group([L.Gemm(
+                a_rows[0], a_rows[1], a_rows[2], True, b_rows[0], b_rows[1], b_rows[2], False,
+                partial, L.Const(0, L.INT), cols, L.Const(rows, L.INT), L.Const(cols, L.INT),
+                tiles.TILE_COUNT, True, n.dtype)], per_sample=False, last=True))
+            self.tile_notes.append(f"{label} += rows.T @ rows: BLAS gemm")
+        else:
+            k = L.Index(self.names.fresh("k"))
+            x = L.Load(a_rows[0], L.iadd(a_rows[1], L.iadd(L.imul(k, a_rows[2]), i)), n.dtype)
+            y = L.Load(b_rows[0], L.iadd(b_rows[1], L.iadd(L.imul(k, b_rows[2]), j)), n.dtype)
+            at = L.iadd(L.imul(i, cols), j)
+            update = L.Store(partial, at, L.Op("add", (L.Load(partial, at, n.dtype), L.Op(
+                "multiply", (x, y), n.dtype)), n.dtype))
+            nest = self._nest([(k.name, tiles.TILE_COUNT), (i.name, L.Const(rows, L.INT)),
+                               (j.name, L.Const(cols, L.INT))], [update])
+            groups.append(tiles.Group(nest, per_sample=False, last=True))
+            self.tile_notes.append(f"{label} += rows.T @ rows: loops")
+        return Accumulator(n, partial, self.node_buffer[n], "sum", None, False)
+
+    def _tile_product(self, n: Expr, prologue: list, groups: list) -> bool:
+        """``x @ W`` for every sample of the tile (``x`` a sample's vector, ``W`` a matrix
+        without the batch) as one BLAS call into a tile buffer of the products."""
+        if n.op is not T.MATMUL or n in self.node_buffer:
+            return False
+        a, b = n.srcs
+        if (self._batch_axis(a) is None or a.ndim != 2 or self._batch_axis(a) != 0
+                or b.ndim != 2 or not all(isinstance(d, int) for d in b.shape)
+                or self._batch_axis(b) is not None):
+            return False
+        depth, cols = b.shape
+        if not self._uses_blas(n, depth * cols):
+            return False
+        k = L.Index(self.names.fresh("k"))
+        a_rows = self._rows_of(n, self.expr(a, (L.Index("n"), k)), k, depth, groups)
+        w, w_offset, ldw, trans = self._matrix(b)
+        out = self.names.fresh("Z")
+        prologue.append(L.Alloc(out, n.dtype, L.Const(self.tile * cols, L.INT)))
+        groups.append(tiles.Group([L.Gemm(
+            a_rows[0], a_rows[1], a_rows[2], False, w, w_offset, ldw, trans, out,
+            L.Const(0, L.INT), cols, tiles.TILE_COUNT, L.Const(cols, L.INT),
+            L.Const(depth, L.INT), False, n.dtype)], per_sample=False))
+        self.block_values[n] = (out, cols)
+        self.tile_notes.append(f"{self.labels.get(n, 'matmul')} = rows @ W: BLAS gemm")
+        return True
+
+    def _matrix(self, b: Expr) -> tuple[str, L.Expr, int, bool]:
+        """Matrix ``b`` (no batch axis) in memory as ``(buffer, offset, row stride,
+        transposed)``: in place when stored (or a transpose of a stored matrix), else
+        computed into scratch before the pass's loop."""
+        rows, cols = b.shape
+        r, c = L.Index(self.names.fresh("r")), L.Index(self.names.fresh("c"))
+        e = self.expr(b, (r, c))
+        if isinstance(e, L.Load) and e.dtype == b.dtype:
+            if e.offset == L.iadd(L.imul(r, cols), c):
+                return e.buf, L.Const(0, L.INT), cols, False
+            if e.offset == L.iadd(L.imul(c, rows), r):
+                return e.buf, L.Const(0, L.INT), rows, True
+        name = self.names.fresh("W")
+        self.pass_prologue.append(L.Alloc(name, b.dtype, L.Const(rows * cols, L.INT)))
+        self.pass_prologue += self._nest([(r.name, L.Const(rows, L.INT)),
+                                          (c.name, L.Const(cols, L.INT))],
+                                         [L.Store(name, L.iadd(L.imul(r, cols), c), e)])
+        return name, L.Const(0, L.INT), cols, False
 
     # -- shapes and indices ------------------------------------------------------------
     def _size(self, shape: tuple) -> L.Expr:
@@ -377,10 +431,18 @@ class _Lowerer:
     def _targets(self, n: Expr, idx: tuple, per_sample: bool) -> list[tuple[str, L.Expr]]:
         out = []
         if per_sample and n in self.scratch:
-            out.append((self.scratch[n], self._sample_offset(n, idx)))
+            out.append((self.scratch[n], self._scratch_offset(n, idx)))
         if n in self.node_buffer:
             out.append((self.node_buffer[n], L.flat_offset(idx, n.shape)))
         return out
+
+    def _scratch_offset(self, n: Expr, idx: tuple) -> L.Expr:
+        """Where a sample's element of a per-sample value lies in its scratch: in a tile,
+        the sample's row of the tile buffer."""
+        offset = self._sample_offset(n, idx)
+        if self.tile is None:
+            return offset
+        return L.iadd(L.imul(tiles.ROW, self._size(self._sample_shape(n))), offset)
 
     def _sample_offset(self, n: Expr, idx: tuple) -> L.Expr:
         ax = self._batch_axis(n)
@@ -611,11 +673,10 @@ class _Lowerer:
             if n in self.locals:
                 return self.locals[n]
             if n in self.scratch:
-                return L.Load(self.scratch[n], self._sample_offset(n, idx), n.dtype)
-            if n in self.block_values:  # computed for the whole block: this sample's row
+                return L.Load(self.scratch[n], self._scratch_offset(n, idx), n.dtype)
+            if n in self.block_values:  # computed for the whole tile: this sample's row
                 buf, cols = self.block_values[n]
-                s = L.IOp("-", L.Index("n"), L.Index("n0"))
-                return L.Load(buf, L.iadd(L.imul(s, cols), self._sample_offset(n, idx)),
+                return L.Load(buf, L.iadd(L.imul(tiles.ROW, cols), self._sample_offset(n, idx)),
                               n.dtype)
             if n in self.node_buffer and n.op is not CONST:
                 return L.Load(self.node_buffer[n], L.flat_offset(idx, n.shape), n.dtype)
@@ -734,6 +795,15 @@ def _work(n: Expr, batch: str | None) -> int:
     for d in dims:
         size *= d if isinstance(d, int) else unknown  # another symbolic size: a guess
     return max(size, 1)
+
+
+def _elements(shape: tuple, batch: str | None) -> int:
+    """Elements of ``shape`` without the batch axis (a symbolic length counts 64)."""
+    size = 1
+    for d in shape:
+        if d != batch:
+            size *= d if isinstance(d, int) else 64
+    return size
 
 
 def value_dtype(e: L.Expr) -> np.dtype:

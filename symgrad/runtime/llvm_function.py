@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from symgrad.codegen import blas
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs
@@ -49,6 +50,12 @@ def _thread_pool() -> ThreadPoolExecutor:
         _pool = ThreadPoolExecutor(max_workers=get_num_threads(),
                                    thread_name_prefix="symgrad")
     return _pool
+
+
+def _one_blas_thread(fn, table, dims, start: int, stop: int) -> None:
+    """A slice of a pass split over threads: its BLAS calls stay on this thread."""
+    blas.set_threads(1)
+    fn(table, dims, start, stop)
 
 
 def _identity(kind: str, dtype: np.dtype) -> Any:
@@ -217,16 +224,17 @@ class LLVMFunction(CompiledFunction):
             partials.append(mine)
             tables.append(self._table(row))
         if threads == 1:
+            blas.set_threads(get_num_threads())
             fn(tables[0], dims, 0, n)
         else:  # the caller's thread runs the first slice, the pool the others
             # Ctrl-C waits for the workers: raised while they still write into this call's
             # partials and arena, it would free them under the workers' feet (a segfault)
             with deferred_signals():
                 pool = _thread_pool()
-                futures = [pool.submit(fn, t, dims, lo, hi) for t, lo, hi in
-                           zip(tables[1:], bounds[1:-1], bounds[2:])]
+                futures = [pool.submit(_one_blas_thread, fn, t, dims, lo, hi) for t, lo, hi
+                           in zip(tables[1:], bounds[1:-1], bounds[2:])]
                 try:
-                    fn(tables[0], dims, bounds[0], bounds[1])
+                    _one_blas_thread(fn, tables[0], dims, bounds[0], bounds[1])
                 finally:
                     wait(futures)
                 for f in futures:
