@@ -11,12 +11,14 @@ compares them), so only reductions and shared values ever touch memory.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from symgrad.codegen import blas, tiles
 from symgrad.codegen import loopir as L
+from symgrad.codegen import tiles
+from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
+from symgrad.codegen.lower_tiles import TilePass
+from symgrad.codegen.program import Accumulator, Program
 from symgrad.codegen.schedule import (
     LEAVES,
     Plan,
@@ -38,42 +40,6 @@ from symgrad.expr.shapes import fmt
 LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
                T.LOGSUMEXP, T.SOFTMAX, T.LOG_SOFTMAX, T.MATMUL, T.RESHAPE, T.TRANSPOSE,
                T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS)
-
-
-# A contraction over a tile's rows calls BLAS from this many multiply-adds per sample:
-# measured (bench/README.md), a tile GEMM beat the loop nests from 4 x 4 (1.7x) to 256 x 10
-# (14x); at 16 x 1 (a logistic regression's gradient) the two were even
-BLAS_MIN_MACS = 32
-
-
-@dataclass
-class Accumulator:
-    node: Expr
-    partial: str  # the per-thread buffer
-    target: str  # where the combined value goes
-    kind: str  # sum, max, min
-    mean_of: tuple | None = None  # dims whose product divides the sum, for a mean
-    transposed: bool = False  # the partial holds the transpose of the value
-
-
-@dataclass
-class Program:
-    """Everything a backend compiles and the runtime runs, in order."""
-    kernels: list[L.Kernel]
-    stages: list[int]
-    buffers: dict[str, L.Buffer]
-    node_buffer: dict[Expr, str]
-    accumulators: dict[int, list[Accumulator]]  # by pass stage
-    outputs: list[Expr]
-    plan: Plan
-    plan_text: str
-    const_arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    dims: list[str] = field(default_factory=list)
-    work_per_sample: dict[int, int] = field(default_factory=dict)  # by pass stage, rough ops
-    stage_notes: list[list[str]] = field(default_factory=list)  # by kernel: the plan's lines
-
-    def __str__(self) -> str:
-        return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)
 
 
 # Names the lowering writes itself (loop indices, chunk and block bounds): a model's input
@@ -114,7 +80,7 @@ def lower(outputs: list[Expr], target: str = "cpu") -> Program:
     return _Lowerer(plan, work, target).program()
 
 
-class _Lowerer:
+class _Lowerer(TilePass, IndexMaps):
     def __init__(self, plan: Plan, outputs: list[Expr], target: str = "cpu"):
         self.plan, self.outputs = plan, outputs
         self.cpu = target == "cpu"
@@ -224,170 +190,6 @@ class _Lowerer:
         loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
         body = prologue + [loop] + epilogue
         return self._kernel(f"pass{stage // 2 + 1}", body, self.plan.batch, members), accs
-
-    def _tile_pass(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
-        """The CPU pass: the batch in tiles of ``T`` samples (``tiles.py``); a contraction
-        over a tile's rows is a BLAS call or a loop nest, everything else per-sample loops."""
-        self.tile = tiles.tile_size(self._bytes_per_sample(members))
-        self.tile_notes: list[str] = []
-        prologue: list = []
-        self.pass_prologue = prologue
-        epilogue: list = []
-        accs: list[Accumulator] = []
-        groups: list[tiles.Group] = []
-        for n in members:
-            if n in self.plan.accumulators:
-                if self._contraction_over_tile(n):
-                    accs.append(self._tile_accumulator(n, prologue, groups))
-                else:
-                    inner: list = []
-                    accs.append(self._accumulator(n, prologue, inner, epilogue))
-                    groups.append(tiles.Group(inner))
-                continue
-            if self._tile_product(n, prologue, groups):
-                continue
-            if self._sample_shape(n):
-                name = self.names.fresh("s")
-                size = L.imul(self.tile, self._size(self._sample_shape(n)))
-                prologue.append(L.Alloc(name, n.dtype, size))
-                self.scratch[n] = name
-            groups.append(tiles.Group(self._compute(n, per_sample=True)))
-        loop = tiles.tile_loop(groups, self.tile, self.names.fresh, prologue,
-                               self.chunk_init, self.chunk_flush)
-        kernel = self._kernel(f"pass{stage // 2 + 1}", prologue + [loop] + epilogue,
-                              self.plan.batch, members)
-        kernel.comment = f"tiles of {self.tile} samples" + "".join(
-            f"; {note}" for note in self.tile_notes)
-        self.tile = None
-        return kernel, accs
-
-    def _bytes_per_sample(self, members: list[Expr]) -> int:
-        """About the tile scratch one sample takes: its values' elements, the rows of
-        contraction operands (which may be copied into tile buffers)."""
-        total = 0
-        for n in members:
-            if n in self.plan.accumulators:
-                if n.op is T.MATMUL:
-                    total += n.dtype.itemsize * sum(_elements(s.shape, self.plan.batch)
-                                                    for s in n.srcs)
-                continue
-            total += n.dtype.itemsize * _elements(self._sample_shape(n), None)
-        return total
-
-    # -- contractions over a tile ------------------------------------------------------
-    def _uses_blas(self, n: Expr, size: int) -> bool:
-        """BLAS for a contraction of at least ``BLAS_MIN_MACS`` multiply-adds per sample,
-        when SciPy's BLAS is there (else loop nests)."""
-        return size >= BLAS_MIN_MACS and self.tile >= 8 and blas.available(n.dtype)
-
-    def _contraction_over_tile(self, n: Expr) -> bool:
-        """``A.T @ B`` summed over the batch, a matrix of fixed shape (a weight gradient)."""
-        return n.op is T.MATMUL and n.ndim == 2 and all(isinstance(d, int) for d in n.shape)
-
-    def _tile_rows(self, e: L.Expr, i: L.Index, width: int, n: Expr) -> tuple | None:
-        """``(buffer, offset of the tile's first row, row stride)`` when ``e``, a sample's
-        element ``i`` of a row of ``width``, is read straight from memory: an input's row
-        (``X[n, i]``) or a tile buffer's."""
-        if not isinstance(e, L.Load) or e.dtype != n.dtype:
-            return None
-        if e.offset == L.iadd(L.imul(L.Index("n"), width), i):
-            return e.buf, L.imul(tiles.TILE_START, width), width
-        if e.offset == L.iadd(L.imul(tiles.ROW, width), i):
-            return e.buf, L.Const(0, L.INT), width
-        return None
-
-    def _rows_of(self, n: Expr, value: L.Expr, i: L.Index, width: int, groups: list) -> tuple:
-        """The tile's rows of a per-sample vector ``value`` (over ``i``): in place when
-        they are in memory already, else copied into a tile buffer by a per-sample loop."""
-        found = self._tile_rows(value, i, width, n)
-        if found is not None:
-            return found
-        buf = self.names.fresh("R")
-        self.pass_prologue.append(L.Alloc(buf, n.dtype, L.Const(self.tile * width, L.INT)))
-        if width == 1:  # a scalar per sample: joins the loop of the scalars around it
-            zero = L.Const(0, L.INT)
-            groups.append(tiles.Group([L.Store(buf, tiles.ROW, tiles.substitute(value, i, zero))]))
-        else:
-            store = L.Store(buf, L.iadd(L.imul(tiles.ROW, width), i), value)
-            groups.append(tiles.Group([L.Loop(i.name, L.Const(0, L.INT),
-                                              L.Const(width, L.INT), [store])]))
-        return buf, L.Const(0, L.INT), width
-
-    def _tile_accumulator(self, n: Expr, prologue: list, groups: list) -> Accumulator:
-        """``partial += A_tile.T @ B_tile`` once per tile (``A`` a sample's row of ``rows``,
-        ``B`` of ``cols``): a BLAS call with beta = 1, or the same as a loop nest."""
-        rows, cols = n.shape
-        partial = self.names.fresh("partial")
-        self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", n.shape)
-        a, b = n.srcs
-        i, j = L.Index(self.names.fresh("i")), L.Index(self.names.fresh("j"))
-        a_idx, b_idx = self._matmul_operands(n, (i, j), L.Index("n"))
-        a_rows = self._rows_of(n, self.expr(a, a_idx), i, rows, groups)
-        b_rows = self._rows_of(n, self.expr(b, b_idx), j, cols, groups)
-        label = self.labels.get(n, "matmul")
-        if self._uses_blas(n, rows * cols):
-            groups.append(tiles.Group([L.Gemm(
-                a_rows[0], a_rows[1], a_rows[2], True, b_rows[0], b_rows[1], b_rows[2], False,
-                partial, L.Const(0, L.INT), cols, L.Const(rows, L.INT), L.Const(cols, L.INT),
-                tiles.TILE_COUNT, True, n.dtype)], per_sample=False, last=True))
-            self.tile_notes.append(f"{label} += rows.T @ rows: BLAS gemm")
-        else:
-            k = L.Index(self.names.fresh("k"))
-            x = L.Load(a_rows[0], L.iadd(a_rows[1], L.iadd(L.imul(k, a_rows[2]), i)), n.dtype)
-            y = L.Load(b_rows[0], L.iadd(b_rows[1], L.iadd(L.imul(k, b_rows[2]), j)), n.dtype)
-            at = L.iadd(L.imul(i, cols), j)
-            update = L.Store(partial, at, L.Op("add", (L.Load(partial, at, n.dtype), L.Op(
-                "multiply", (x, y), n.dtype)), n.dtype))
-            nest = self._nest([(k.name, tiles.TILE_COUNT), (i.name, L.Const(rows, L.INT)),
-                               (j.name, L.Const(cols, L.INT))], [update])
-            groups.append(tiles.Group(nest, per_sample=False, last=True))
-            self.tile_notes.append(f"{label} += rows.T @ rows: loops")
-        return Accumulator(n, partial, self.node_buffer[n], "sum", None, False)
-
-    def _tile_product(self, n: Expr, prologue: list, groups: list) -> bool:
-        """``x @ W`` for every sample of the tile (``x`` a sample's vector, ``W`` a matrix
-        without the batch) as one BLAS call into a tile buffer of the products."""
-        if n.op is not T.MATMUL or n in self.node_buffer:
-            return False
-        a, b = n.srcs
-        if (self._batch_axis(a) is None or a.ndim != 2 or self._batch_axis(a) != 0
-                or b.ndim != 2 or not all(isinstance(d, int) for d in b.shape)
-                or self._batch_axis(b) is not None):
-            return False
-        depth, cols = b.shape
-        if not self._uses_blas(n, depth * cols):
-            return False
-        k = L.Index(self.names.fresh("k"))
-        a_rows = self._rows_of(n, self.expr(a, (L.Index("n"), k)), k, depth, groups)
-        w, w_offset, ldw, trans = self._matrix(b)
-        out = self.names.fresh("Z")
-        prologue.append(L.Alloc(out, n.dtype, L.Const(self.tile * cols, L.INT)))
-        groups.append(tiles.Group([L.Gemm(
-            a_rows[0], a_rows[1], a_rows[2], False, w, w_offset, ldw, trans, out,
-            L.Const(0, L.INT), cols, tiles.TILE_COUNT, L.Const(cols, L.INT),
-            L.Const(depth, L.INT), False, n.dtype)], per_sample=False))
-        self.block_values[n] = (out, cols)
-        self.tile_notes.append(f"{self.labels.get(n, 'matmul')} = rows @ W: BLAS gemm")
-        return True
-
-    def _matrix(self, b: Expr) -> tuple[str, L.Expr, int, bool]:
-        """Matrix ``b`` (no batch axis) in memory as ``(buffer, offset, row stride,
-        transposed)``: in place when stored (or a transpose of a stored matrix), else
-        computed into scratch before the pass's loop."""
-        rows, cols = b.shape
-        r, c = L.Index(self.names.fresh("r")), L.Index(self.names.fresh("c"))
-        e = self.expr(b, (r, c))
-        if isinstance(e, L.Load) and e.dtype == b.dtype:
-            if e.offset == L.iadd(L.imul(r, cols), c):
-                return e.buf, L.Const(0, L.INT), cols, False
-            if e.offset == L.iadd(L.imul(c, rows), r):
-                return e.buf, L.Const(0, L.INT), rows, True
-        name = self.names.fresh("W")
-        self.pass_prologue.append(L.Alloc(name, b.dtype, L.Const(rows * cols, L.INT)))
-        self.pass_prologue += self._nest([(r.name, L.Const(rows, L.INT)),
-                                          (c.name, L.Const(cols, L.INT))],
-                                         [L.Store(name, L.iadd(L.imul(r, cols), c), e)])
-        return name, L.Const(0, L.INT), cols, False
 
     # -- shapes and indices ------------------------------------------------------------
     def _size(self, shape: tuple) -> L.Expr:
@@ -560,9 +362,9 @@ class _Lowerer:
         rest = idx[batch_len:]
         i = rest[0] if a.ndim > 1 else None
         j = rest[-1] if b.ndim > 1 else None
-        a_idx = _bcast(batch, n.shape[:batch_len], a.shape[:-2]) + ((i, k) if a.ndim > 1
+        a_idx = bcast(batch, n.shape[:batch_len], a.shape[:-2]) + ((i, k) if a.ndim > 1
                                                                    else (k,))
-        b_idx = _bcast(batch, n.shape[:batch_len], b.shape[:-2]) + ((k, j) if b.ndim > 1
+        b_idx = bcast(batch, n.shape[:batch_len], b.shape[:-2]) + ((k, j) if b.ndim > 1
                                                                    else (k,))
         return a_idx, b_idx
 
@@ -689,20 +491,20 @@ class _Lowerer:
         if op is SIZE:
             return L.Op("cast", (self._size(n.arg[0]),), n.dtype, n.dtype)
         if op.kind == ELEMENTWISE:
-            args = tuple(self.expr(s, _bcast(idx, n.shape, s.shape)) for s in n.srcs)
+            args = tuple(self.expr(s, bcast(idx, n.shape, s.shape)) for s in n.srcs)
             return L.Op(op.name, args, n.dtype, n.arg)
         if op is T.BROADCAST_TO:
             (x,) = n.srcs
-            return self.expr(x, _bcast(idx, n.shape, x.shape))
+            return self.expr(x, bcast(idx, n.shape, x.shape))
         if op is T.TRANSPOSE:
             src = [None] * n.ndim
             for i, p in enumerate(n.arg):
                 src[p] = idx[i]
             return self.expr(n.srcs[0], tuple(src))
         if op is T.RESHAPE:
-            return self.expr(n.srcs[0], _reshape_index(idx, n.shape, n.srcs[0].shape))
+            return self.expr(n.srcs[0], reshape_index(idx, n.shape, n.srcs[0].shape))
         if op is INDEX:
-            return self.expr(n.srcs[0], _index_map(idx, n.arg, n.srcs[0].shape))
+            return self.expr(n.srcs[0], index_map(idx, n.arg, n.srcs[0].shape))
         if op is SCATTER:
             return self._scatter(n, idx)
         if op is T.CONCAT:
@@ -717,74 +519,6 @@ class _Lowerer:
         raise NotImplementedError(f"llvm backend: cannot inline operator {op.name!r} "
                                   f"({n.dtype} {fmt(n.shape)})")
 
-    def _scatter(self, n: Expr, idx: tuple) -> L.Expr:
-        key, _ = n.arg
-        (g,) = n.srcs
-        src_idx, conds = [], []
-        axis = 0
-        for e in key:
-            if e[0] == "new":
-                src_idx.append(L.Const(0, L.INT))
-                continue
-            i = idx[axis]
-            if e[0] == "int":
-                k = e[1] if e[1] >= 0 else L.iadd(L.size_expr(n.shape[axis]), e[1])
-                conds.append(L.IOp("==", i, L.int_expr(k)))
-            elif e[0] == "all":
-                src_idx.append(i)
-            else:
-                start, _, step = e[1:]
-                length = g.shape[len(src_idx)]
-                j = L.IOp("-", i, L.Const(start, L.INT))
-                if step > 0:
-                    conds.append(L.IOp("<=", L.Const(start, L.INT), i))
-                else:
-                    conds.append(L.IOp("<=", i, L.Const(start, L.INT)))
-                    j = L.IOp("-", L.Const(start, L.INT), i)
-                s = abs(step)
-                if s != 1:
-                    conds.append(L.IOp("==", L.IOp("%", j, L.Const(s, L.INT)),
-                                       L.Const(0, L.INT)))
-                    j = L.IOp("//", j, L.Const(s, L.INT))
-                conds.append(L.IOp("<", j, L.Const(length, L.INT)))
-                src_idx.append(L.IOp("clamp", j, L.Const(length, L.INT)))  # safe if unused
-            axis += 1
-        value = self.expr(g, tuple(src_idx))
-        cond = conds[0] if conds else None
-        for c in conds[1:]:
-            cond = L.IOp("and", cond, c)
-        if cond is None:
-            return value
-        return L.Select(cond, value, L.Const(0, n.dtype), n.dtype)
-
-    def _concat(self, n: Expr, idx: tuple) -> L.Expr:
-        axis = n.arg
-        parts, start = [], 0
-        for s in n.srcs:
-            parts.append((s, start))
-            start += s.shape[axis]
-        out = None
-        for s, off in reversed(parts):
-            shifted = L.IOp("-", idx[axis], L.Const(off, L.INT))
-            local = idx[:axis] + (L.IOp("clamp", shifted, L.Const(s.shape[axis], L.INT)),) \
-                + idx[axis + 1:]
-            value = self.expr(s, local)
-            out = value if out is None else L.Select(
-                L.IOp("<", idx[axis], L.Const(off + s.shape[axis], L.INT)), value, out, n.dtype)
-        return out
-
-    def _bands(self, n: Expr, idx: tuple) -> L.Expr:
-        shape, layout = n.arg
-        i, j = idx
-        total = None
-        for v, (offset, axis) in zip(n.srcs, layout):
-            pos, other = (j, i) if axis == 1 else (i, j)
-            hit = L.IOp("==", other, L.iadd(pos, offset))
-            term = L.Select(hit, self.expr(v, (pos,)), L.Const(0, n.dtype), n.dtype)
-            total = term if total is None else L.Op("add", (total, term), n.dtype)
-        return total
-
-
 def _work(n: Expr, batch: str | None) -> int:
     """Roughly how many operations one sample costs for ``n`` (to decide on threads)."""
     if n.op is T.MATMUL:  # one multiply-add per output element and contracted element
@@ -797,56 +531,5 @@ def _work(n: Expr, batch: str | None) -> int:
     return max(size, 1)
 
 
-def _elements(shape: tuple, batch: str | None) -> int:
-    """Elements of ``shape`` without the batch axis (a symbolic length counts 64)."""
-    size = 1
-    for d in shape:
-        if d != batch:
-            size *= d if isinstance(d, int) else 64
-    return size
-
-
 def value_dtype(e: L.Expr) -> np.dtype:
     return e.dtype if hasattr(e, "dtype") else L.INT
-
-
-def _bcast(idx: tuple, out_shape: tuple, src_shape: tuple) -> tuple:
-    """Index of a broadcast source: leading axes dropped, stretched axes pinned to 0."""
-    lead = len(out_shape) - len(src_shape)
-    return tuple(L.Const(0, L.INT) if d == 1 and out_shape[lead + a] != 1 else idx[lead + a]
-                 for a, d in enumerate(src_shape))
-
-
-def _reshape_index(idx: tuple, out_shape: tuple, src_shape: tuple) -> tuple:
-    """Source index of a reshape (dropping or adding 1s is a direct map)."""
-    squeeze_out = [i for i, d in zip(idx, out_shape) if d != 1]
-    if [d for d in out_shape if d != 1] == [d for d in src_shape if d != 1]:
-        it = iter(squeeze_out)
-        return tuple(L.Const(0, L.INT) if d == 1 else next(it) for d in src_shape)
-    flat = L.flat_offset(idx, out_shape)
-    out = []
-    for d in reversed(src_shape):
-        size = L.size_expr(d)
-        out.append(L.IOp("%", flat, size))
-        flat = L.IOp("//", flat, size)
-    return tuple(reversed(out))
-
-
-def _index_map(idx: tuple, key: tuple, src_shape: tuple) -> tuple:
-    src, axis_in = [], 0
-    it = iter(idx)
-    for e in key:
-        if e[0] == "new":
-            next(it)
-            continue
-        if e[0] == "int":
-            k = e[1]
-            src.append(L.Const(k, L.INT) if k >= 0 else
-                       L.iadd(L.size_expr(src_shape[axis_in]), k))
-        elif e[0] == "all":
-            src.append(next(it))
-        else:
-            start, _, step = e[1:]
-            src.append(L.iadd(L.Const(start, L.INT), L.imul(next(it), step)))
-        axis_in += 1
-    return tuple(src)
