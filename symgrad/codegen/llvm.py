@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 from llvmlite import ir
 
+from symgrad.codegen import blas
 from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm_math import MATH_EMITTERS
 from symgrad.expr import ops_elementwise as E
@@ -361,6 +362,31 @@ class KernelBuilder:
             pos = b.select(better, self.value(s.index), b.load(index_slot, typ=I64))
             b.store(pos, index_slot)
         b.store(new, slot)
+
+    def _gemm(self, s: L.Gemm, reduction: bool) -> None:
+        """A BLAS call (``blas.SYMBOLS``): row-major ``C = op(A) @ op(B)`` is column-major
+        ``C.T = op(B).T @ op(A).T``, so B goes first and the transposes swap places."""
+        b, t = self.b, ltype(s.dtype)
+        symbol = blas.SYMBOLS[np.dtype(s.dtype)][1]
+        fn = self.module.globals.get(symbol)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * 13), symbol)
+        with b.goto_block(self.entry):
+            b.position_at_start(self.entry)
+            slots = [b.alloca(ty) for ty in [I8, I8] + [I32] * 3 + [t, I32, I32, t, I32]]
+        tb, ta, m, n, k, alpha, lda, ldb, beta, ldc = slots
+        values = [(tb, _const(I8, ord("T" if s.trans_b else "N"))),
+                  (ta, _const(I8, ord("T" if s.trans_a else "N"))),
+                  (m, b.trunc(self.value(s.n), I32)), (n, b.trunc(self.value(s.m), I32)),
+                  (k, b.trunc(self.value(s.k), I32)), (alpha, _const(t, 1.0)),
+                  (lda, _const(I32, s.ldb)), (ldb, _const(I32, s.lda)),
+                  (beta, _const(t, 1.0 if s.accumulate else 0.0)), (ldc, _const(I32, s.ldc))]
+        for slot, v in values:
+            b.store(v, slot)
+        dt = np.dtype(s.dtype)
+        b.call(fn, [tb, ta, m, n, k, alpha, self._address(s.b, s.b_offset, dt), lda,
+                    self._address(s.a, s.a_offset, dt), ldb, beta,
+                    self._address(s.c, s.c_offset, dt), ldc])
 
     # -- expressions -------------------------------------------------------------------
     def _address(self, buf: str, offset: L.Expr, dt: np.dtype) -> ir.Value:

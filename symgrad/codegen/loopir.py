@@ -170,7 +170,31 @@ class Alloc:
     size: Expr
 
 
-Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc]
+@dataclass
+class Gemm:
+    """``C (+)= op(A) @ op(B)`` on row-major blocks of buffers, by a BLAS call: ``C`` is
+    ``m x n`` at ``c[c_offset]`` with row stride ``ldc``; ``op(A)`` is ``m x k`` (``A``
+    stored ``k x m`` when ``trans_a``), ``op(B)`` is ``k x n``. ``accumulate`` adds into
+    ``C`` (BLAS's beta = 1) instead of overwriting it. Only the CPU lowering emits it."""
+    a: str
+    a_offset: Expr
+    lda: int
+    trans_a: bool
+    b: str
+    b_offset: Expr
+    ldb: int
+    trans_b: bool
+    c: str
+    c_offset: Expr
+    ldc: int
+    m: Expr
+    n: Expr
+    k: Expr
+    accumulate: bool
+    dtype: np.dtype
+
+
+Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc, Gemm]
 
 
 @dataclass
@@ -197,6 +221,8 @@ class Kernel:
         head = f"kernel {self.name}({', '.join(b.name for b in self.buffers)})"
         if self.batch_dim:
             head += f"  # loop over {self.batch_dim} in [start, stop)"
+        if self.comment:
+            head += f"; {self.comment}"
         return "\n".join([head] + _fmt_block(self.body, 1))
 
 
@@ -239,6 +265,11 @@ def _fmt_block(body: list, depth: int) -> list[str]:
             out.append(f"{pad}{s.name} {sym} {fmt_expr(s.value)}")
         elif isinstance(s, Alloc):
             out.append(f"{pad}{s.buf} = scratch {s.dtype}[{fmt_expr(s.size)}]")
+        elif isinstance(s, Gemm):
+            ta, tb = ".T" if s.trans_a else "", ".T" if s.trans_b else ""
+            out.append(f"{pad}{s.c}[{fmt_expr(s.c_offset)}:] {'+=' if s.accumulate else '='} "
+                       f"{s.a}[{fmt_expr(s.a_offset)}:]{ta} @ {s.b}[{fmt_expr(s.b_offset)}:]{tb}"
+                       f"  # BLAS gemm m={fmt_expr(s.m)} n={fmt_expr(s.n)} k={fmt_expr(s.k)}")
         else:
             raise TypeError(f"not a loop IR statement: {s!r}")
     return out

@@ -11,11 +11,14 @@ compares them), so only reductions and shared values ever touch memory.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from symgrad.codegen import loopir as L
+from symgrad.codegen import tiles
+from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
+from symgrad.codegen.lower_tiles import TilePass
+from symgrad.codegen.program import Accumulator, Program
 from symgrad.codegen.schedule import (
     LEAVES,
     Plan,
@@ -39,43 +42,9 @@ LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
                T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS)
 
 
-BLOCK = 8  # samples per block for sums of outer products over the batch
-CHUNK = 4096  # samples whose float32 sums are added into a float64 total at a time
-
-
-@dataclass
-class Accumulator:
-    node: Expr
-    partial: str  # the per-thread buffer
-    target: str  # where the combined value goes
-    kind: str  # sum, max, min
-    mean_of: tuple | None = None  # dims whose product divides the sum, for a mean
-    transposed: bool = False  # the partial holds the transpose of the value
-
-
-@dataclass
-class Program:
-    """Everything a backend compiles and the runtime runs, in order."""
-    kernels: list[L.Kernel]
-    stages: list[int]
-    buffers: dict[str, L.Buffer]
-    node_buffer: dict[Expr, str]
-    accumulators: dict[int, list[Accumulator]]  # by pass stage
-    outputs: list[Expr]
-    plan: Plan
-    plan_text: str
-    const_arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    dims: list[str] = field(default_factory=list)
-    work_per_sample: dict[int, int] = field(default_factory=dict)  # by pass stage, rough ops
-    stage_notes: list[list[str]] = field(default_factory=list)  # by kernel: the plan's lines
-
-    def __str__(self) -> str:
-        return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)
-
-
 # Names the lowering writes itself (loop indices, chunk and block bounds): a model's input
 # or parameter never gets one of them.
-FIXED_NAMES = frozenset("n start stop chunk c0 c1 blk n0 nb".split())
+FIXED_NAMES = frozenset("n start stop tile n0 nb".split())
 
 
 class _Names:
@@ -111,7 +80,7 @@ def lower(outputs: list[Expr], target: str = "cpu") -> Program:
     return _Lowerer(plan, work, target).program()
 
 
-class _Lowerer:
+class _Lowerer(TilePass, IndexMaps):
     def __init__(self, plan: Plan, outputs: list[Expr], target: str = "cpu"):
         self.plan, self.outputs = plan, outputs
         self.cpu = target == "cpu"
@@ -124,6 +93,7 @@ class _Lowerer:
         self.block_values: dict[Expr, tuple] = {}  # values computed a block at a time
         self.locals: dict[Expr, L.Local] = {}  # per-sample scalars of the current pass
         self.stage = 0
+        self.tile: int | None = None  # samples per tile, in a CPU pass
         self.labels: dict[Expr, str] = {}
         self._name_leaves()
 
@@ -180,8 +150,9 @@ class _Lowerer:
                 kernel = self._between_kernel(stage, members)
             kernels.append(kernel)
             stages.append(stage)
-        text = describe(self.plan, self.labels)
-        notes = [lines for _, lines in stage_lines(self.plan, self.labels)]
+        how = {stage: k.comment for stage, k in zip(stages, kernels) if stage % 2 and k.comment}
+        text = describe(self.plan, self.labels, how)
+        notes = [lines for _, lines in stage_lines(self.plan, self.labels, how)]
         return Program(kernels, stages, self.buffers, self.node_buffer, accs, self.outputs,
                        self.plan, text, self.const_arrays, sorted(self.dims), work, notes)
 
@@ -197,24 +168,18 @@ class _Lowerer:
         return self._kernel(f"stage{stage // 2}", body, None, members)
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
-        batch = self.plan.batch
         self.scratch, self.locals, self.transposed, self.block_values = {}, {}, {}, {}
         self.chunk_init, self.chunk_flush = [], []
+        if self.cpu:
+            return self._tile_pass(stage, members)
         prologue: list = []
         self.pass_prologue = prologue
         inner: list = []
         epilogue: list = []
         accs: list[Accumulator] = []
-        blocked: list = []  # sums of outer products over the batch, done a block at a time
         for n in members:
             if n in self.plan.accumulators:
-                if self.cpu and n.op is T.MATMUL and n.ndim == 2 and all(
-                        isinstance(d, int) for d in n.shape):
-                    accs.append(self._block_accumulator(n, prologue, inner, blocked))
-                else:
-                    accs.append(self._accumulator(n, prologue, inner, epilogue))
-                continue
-            if self._block_product(n, prologue, blocked):
+                accs.append(self._accumulator(n, prologue, inner, epilogue))
                 continue
             if self._sample_shape(n):
                 name = self.names.fresh("s")
@@ -222,118 +187,9 @@ class _Lowerer:
                 self.scratch[n] = name
             inner += self._compute(n, per_sample=True)
         reduction = any(a.kind in ("sum", "max", "min") for a in accs)
-        if not blocked and self.chunk_init:
-            body = prologue + [self._chunks(inner, reduction)] + epilogue
-        elif not blocked:
-            loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
-            body = prologue + [loop] + epilogue
-        else:
-            body = prologue + [self._blocks(inner, blocked, reduction)] + epilogue
-        return self._kernel(f"pass{stage // 2 + 1}", body, batch, members), accs
-
-    def _chunks(self, inner: list, reduction: bool) -> L.Loop:
-        """The batch loop in chunks of ``CHUNK`` samples, each chunk's float32 sums added
-        into float64 totals."""
-        start, stop = L.Index("start"), L.Index("stop")
-        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), CHUNK - 1), L.Const(CHUNK, L.INT))
-        lo = L.iadd(start, L.imul(L.Index("chunk"), CHUNK))
-        body: list = [L.Let("c0", lo),
-                      L.Let("c1", L.IOp("min", L.iadd(L.Index("c0"), CHUNK), stop))]
-        body += self.chunk_init
-        body.append(L.Loop("n", L.Index("c0"), L.Index("c1"), inner, reduction))
-        body += self.chunk_flush
-        return L.Loop("chunk", L.Const(0, L.INT), count, body)
-
-    def _blocks(self, inner: list, blocked: list, reduction: bool) -> L.Loop:
-        """The batch loop in blocks of ``BLOCK`` samples: per-sample work for each sample of
-        the block, then every blocked accumulator once for the whole block."""
-        start, stop = L.Index("start"), L.Index("stop")
-        count = L.IOp("//", L.iadd(L.IOp("-", stop, start), BLOCK - 1), L.Const(BLOCK, L.INT))
-        n0 = L.iadd(start, L.imul(L.Index("blk"), BLOCK))
-        body: list = [L.Let("n0", n0),
-                      L.Let("nb", L.IOp("min", L.Const(BLOCK, L.INT),
-                                        L.IOp("-", stop, L.Index("n0"))))]
-        body += [stmt for pre, _ in blocked for stmt in pre]
-        body += self.chunk_init
-        body.append(L.Loop("n", L.Index("n0"), L.iadd(L.Index("n0"), L.Index("nb")), inner,
-                           reduction))
-        body += self.chunk_flush
-        body += [stmt for _, post in blocked for stmt in post]
-        return L.Loop("blk", L.Const(0, L.INT), count, body)
-
-    def _block_product(self, n: Expr, prologue: list, blocked: list) -> bool:
-        """``X @ W`` with X an input and W a matrix without the batch: computed for a whole
-        block of samples before their per-sample work, each row of W (transposed) loaded
-        once for ``BLOCK`` samples (one dot product per sample in registers)."""
-        if not self.cpu or n.op is not T.MATMUL or n in self.node_buffer:
-            return False
-        a, b = n.srcs
-        if (a.op is not INPUT or a.ndim != 2 or self._batch_axis(a) != 0 or b.ndim != 2
-                or not all(isinstance(d, int) for d in b.shape) or self._batch_axis(b)
-                is not None):
-            return False
-        depth, cols = b.shape
-        out = self.names.fresh("Z")
-        prologue.append(L.Alloc(out, n.dtype, L.Const(BLOCK * cols, L.INT)))
-        wt = self._transposed(b)
-        (j,), loops_j = self._loops((cols,))
-        k = L.Index(self.names.fresh("k"))
-        last = L.IOp("-", L.Index("stop"), L.Const(1, L.INT))
-        accs = [self.names.fresh("acc") for _ in range(BLOCK)]
-        weight = L.Load(wt, L.iadd(L.imul(j, depth), k), b.dtype)
-        body = [L.AccInit(name, n.dtype, L.Const(0, n.dtype), "sum") for name in accs]
-        updates = []
-        for s, name in enumerate(accs):  # rows past the end repeat the last (then unused)
-            row = L.IOp("min", L.iadd(L.Index("n0"), s), last)
-            x = self.expr(a, (row, k))
-            updates.append(L.Acc(name, "sum", L.Op("multiply", (x, weight), n.dtype)))
-        body.append(L.Loop(k.name, L.Const(0, L.INT), L.Const(depth, L.INT), updates, True))
-        body += [L.Store(out, L.iadd(s * cols, j), L.Local(name, n.dtype))
-                 for s, name in enumerate(accs)]
-        blocked.append((self._nest(loops_j, body), []))
-        self.block_values[n] = (out, cols)
-        return True
-
-    def _block_accumulator(self, n: Expr, prologue: list, inner: list,
-                           blocked: list) -> Accumulator:
-        """``A.T @ B`` summed over the batch: each sample's row of A and of B is copied into
-        a block buffer, and once per block ``partial[j, i] += sum_s A[s, i]*B[s, j]`` runs
-        with the sum over the block's samples unrolled: one load and store of the partial
-        per block instead of per sample, the inner loop over i contiguous."""
-        a, b = n.srcs
-        rows, cols = n.shape
-        partial = self.names.fresh("partial")
-        self.buffers[partial] = L.Buffer(partial, n.dtype, "partial", (cols, rows))
-        a_blk, b_blk = self.names.fresh("A"), self.names.fresh("B")
-        prologue.append(L.Alloc(a_blk, n.dtype, L.Const(BLOCK * rows, L.INT)))
-        prologue.append(L.Alloc(b_blk, n.dtype, L.Const(BLOCK * cols, L.INT)))
-        s = L.IOp("-", L.Index("n"), L.Index("n0"))
-        (i,), loops_i = self._loops((rows,))
-        (j,), loops_j = self._loops((cols,))
-        a_idx, _ = self._matmul_operands(n, (i, j), L.Index("n"))
-        _, b_idx = self._matmul_operands(n, (i, j), L.Index("n"))
-        inner += self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(s, rows), i),
-                                              self.expr(a, a_idx))])
-        inner += self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(s, cols), j),
-                                              self.expr(b, b_idx))])
-        # rows past the end of the last, partial block are zeros in both buffers (not
-        # stale or uninitialized values: 0*NaN would be NaN)
-        zero = L.Const(0, n.dtype)
-        tail = L.Index(self.names.fresh("z"))
-        pad = L.Loop(tail.name, L.Index("nb"), L.Const(BLOCK, L.INT),
-                     self._nest(loops_i, [L.Store(a_blk, L.iadd(L.imul(tail, rows), i), zero)])
-                     + self._nest(loops_j, [L.Store(b_blk, L.iadd(L.imul(tail, cols), j),
-                                                    zero)]))
-        terms = None
-        for k in range(BLOCK):
-            term = L.Op("multiply", (L.Load(a_blk, L.iadd(k * rows, i), n.dtype),
-                                     L.Load(b_blk, L.iadd(k * cols, j), n.dtype)), n.dtype)
-            terms = term if terms is None else L.Op("add", (terms, term), n.dtype)
-        offset = L.iadd(L.imul(j, rows), i)
-        update = L.Store(partial, offset, L.Op("add", (L.Load(partial, offset, n.dtype), terms),
-                                               n.dtype))
-        blocked.append(([], [pad] + self._nest(loops_j + loops_i, [update])))
-        return Accumulator(n, partial, self.node_buffer[n], "sum", None, True)
+        loop = L.Loop("n", L.Index("start"), L.Index("stop"), inner, reduction)
+        body = prologue + [loop] + epilogue
+        return self._kernel(f"pass{stage // 2 + 1}", body, self.plan.batch, members), accs
 
     # -- shapes and indices ------------------------------------------------------------
     def _size(self, shape: tuple) -> L.Expr:
@@ -377,10 +233,18 @@ class _Lowerer:
     def _targets(self, n: Expr, idx: tuple, per_sample: bool) -> list[tuple[str, L.Expr]]:
         out = []
         if per_sample and n in self.scratch:
-            out.append((self.scratch[n], self._sample_offset(n, idx)))
+            out.append((self.scratch[n], self._scratch_offset(n, idx)))
         if n in self.node_buffer:
             out.append((self.node_buffer[n], L.flat_offset(idx, n.shape)))
         return out
+
+    def _scratch_offset(self, n: Expr, idx: tuple) -> L.Expr:
+        """Where a sample's element of a per-sample value lies in its scratch: in a tile,
+        the sample's row of the tile buffer."""
+        offset = self._sample_offset(n, idx)
+        if self.tile is None:
+            return offset
+        return L.iadd(L.imul(tiles.ROW, self._size(self._sample_shape(n))), offset)
 
     def _sample_offset(self, n: Expr, idx: tuple) -> L.Expr:
         ax = self._batch_axis(n)
@@ -498,9 +362,9 @@ class _Lowerer:
         rest = idx[batch_len:]
         i = rest[0] if a.ndim > 1 else None
         j = rest[-1] if b.ndim > 1 else None
-        a_idx = _bcast(batch, n.shape[:batch_len], a.shape[:-2]) + ((i, k) if a.ndim > 1
+        a_idx = bcast(batch, n.shape[:batch_len], a.shape[:-2]) + ((i, k) if a.ndim > 1
                                                                    else (k,))
-        b_idx = _bcast(batch, n.shape[:batch_len], b.shape[:-2]) + ((k, j) if b.ndim > 1
+        b_idx = bcast(batch, n.shape[:batch_len], b.shape[:-2]) + ((k, j) if b.ndim > 1
                                                                    else (k,))
         return a_idx, b_idx
 
@@ -611,11 +475,10 @@ class _Lowerer:
             if n in self.locals:
                 return self.locals[n]
             if n in self.scratch:
-                return L.Load(self.scratch[n], self._sample_offset(n, idx), n.dtype)
-            if n in self.block_values:  # computed for the whole block: this sample's row
+                return L.Load(self.scratch[n], self._scratch_offset(n, idx), n.dtype)
+            if n in self.block_values:  # computed for the whole tile: this sample's row
                 buf, cols = self.block_values[n]
-                s = L.IOp("-", L.Index("n"), L.Index("n0"))
-                return L.Load(buf, L.iadd(L.imul(s, cols), self._sample_offset(n, idx)),
+                return L.Load(buf, L.iadd(L.imul(tiles.ROW, cols), self._sample_offset(n, idx)),
                               n.dtype)
             if n in self.node_buffer and n.op is not CONST:
                 return L.Load(self.node_buffer[n], L.flat_offset(idx, n.shape), n.dtype)
@@ -628,20 +491,20 @@ class _Lowerer:
         if op is SIZE:
             return L.Op("cast", (self._size(n.arg[0]),), n.dtype, n.dtype)
         if op.kind == ELEMENTWISE:
-            args = tuple(self.expr(s, _bcast(idx, n.shape, s.shape)) for s in n.srcs)
+            args = tuple(self.expr(s, bcast(idx, n.shape, s.shape)) for s in n.srcs)
             return L.Op(op.name, args, n.dtype, n.arg)
         if op is T.BROADCAST_TO:
             (x,) = n.srcs
-            return self.expr(x, _bcast(idx, n.shape, x.shape))
+            return self.expr(x, bcast(idx, n.shape, x.shape))
         if op is T.TRANSPOSE:
             src = [None] * n.ndim
             for i, p in enumerate(n.arg):
                 src[p] = idx[i]
             return self.expr(n.srcs[0], tuple(src))
         if op is T.RESHAPE:
-            return self.expr(n.srcs[0], _reshape_index(idx, n.shape, n.srcs[0].shape))
+            return self.expr(n.srcs[0], reshape_index(idx, n.shape, n.srcs[0].shape))
         if op is INDEX:
-            return self.expr(n.srcs[0], _index_map(idx, n.arg, n.srcs[0].shape))
+            return self.expr(n.srcs[0], index_map(idx, n.arg, n.srcs[0].shape))
         if op is SCATTER:
             return self._scatter(n, idx)
         if op is T.CONCAT:
@@ -655,74 +518,6 @@ class _Lowerer:
             return self._bands(n, idx)
         raise NotImplementedError(f"llvm backend: cannot inline operator {op.name!r} "
                                   f"({n.dtype} {fmt(n.shape)})")
-
-    def _scatter(self, n: Expr, idx: tuple) -> L.Expr:
-        key, _ = n.arg
-        (g,) = n.srcs
-        src_idx, conds = [], []
-        axis = 0
-        for e in key:
-            if e[0] == "new":
-                src_idx.append(L.Const(0, L.INT))
-                continue
-            i = idx[axis]
-            if e[0] == "int":
-                k = e[1] if e[1] >= 0 else L.iadd(L.size_expr(n.shape[axis]), e[1])
-                conds.append(L.IOp("==", i, L.int_expr(k)))
-            elif e[0] == "all":
-                src_idx.append(i)
-            else:
-                start, _, step = e[1:]
-                length = g.shape[len(src_idx)]
-                j = L.IOp("-", i, L.Const(start, L.INT))
-                if step > 0:
-                    conds.append(L.IOp("<=", L.Const(start, L.INT), i))
-                else:
-                    conds.append(L.IOp("<=", i, L.Const(start, L.INT)))
-                    j = L.IOp("-", L.Const(start, L.INT), i)
-                s = abs(step)
-                if s != 1:
-                    conds.append(L.IOp("==", L.IOp("%", j, L.Const(s, L.INT)),
-                                       L.Const(0, L.INT)))
-                    j = L.IOp("//", j, L.Const(s, L.INT))
-                conds.append(L.IOp("<", j, L.Const(length, L.INT)))
-                src_idx.append(L.IOp("clamp", j, L.Const(length, L.INT)))  # safe if unused
-            axis += 1
-        value = self.expr(g, tuple(src_idx))
-        cond = conds[0] if conds else None
-        for c in conds[1:]:
-            cond = L.IOp("and", cond, c)
-        if cond is None:
-            return value
-        return L.Select(cond, value, L.Const(0, n.dtype), n.dtype)
-
-    def _concat(self, n: Expr, idx: tuple) -> L.Expr:
-        axis = n.arg
-        parts, start = [], 0
-        for s in n.srcs:
-            parts.append((s, start))
-            start += s.shape[axis]
-        out = None
-        for s, off in reversed(parts):
-            shifted = L.IOp("-", idx[axis], L.Const(off, L.INT))
-            local = idx[:axis] + (L.IOp("clamp", shifted, L.Const(s.shape[axis], L.INT)),) \
-                + idx[axis + 1:]
-            value = self.expr(s, local)
-            out = value if out is None else L.Select(
-                L.IOp("<", idx[axis], L.Const(off + s.shape[axis], L.INT)), value, out, n.dtype)
-        return out
-
-    def _bands(self, n: Expr, idx: tuple) -> L.Expr:
-        shape, layout = n.arg
-        i, j = idx
-        total = None
-        for v, (offset, axis) in zip(n.srcs, layout):
-            pos, other = (j, i) if axis == 1 else (i, j)
-            hit = L.IOp("==", other, L.iadd(pos, offset))
-            term = L.Select(hit, self.expr(v, (pos,)), L.Const(0, n.dtype), n.dtype)
-            total = term if total is None else L.Op("add", (total, term), n.dtype)
-        return total
-
 
 def _work(n: Expr, batch: str | None) -> int:
     """Roughly how many operations one sample costs for ``n`` (to decide on threads)."""
@@ -738,45 +533,3 @@ def _work(n: Expr, batch: str | None) -> int:
 
 def value_dtype(e: L.Expr) -> np.dtype:
     return e.dtype if hasattr(e, "dtype") else L.INT
-
-
-def _bcast(idx: tuple, out_shape: tuple, src_shape: tuple) -> tuple:
-    """Index of a broadcast source: leading axes dropped, stretched axes pinned to 0."""
-    lead = len(out_shape) - len(src_shape)
-    return tuple(L.Const(0, L.INT) if d == 1 and out_shape[lead + a] != 1 else idx[lead + a]
-                 for a, d in enumerate(src_shape))
-
-
-def _reshape_index(idx: tuple, out_shape: tuple, src_shape: tuple) -> tuple:
-    """Source index of a reshape (dropping or adding 1s is a direct map)."""
-    squeeze_out = [i for i, d in zip(idx, out_shape) if d != 1]
-    if [d for d in out_shape if d != 1] == [d for d in src_shape if d != 1]:
-        it = iter(squeeze_out)
-        return tuple(L.Const(0, L.INT) if d == 1 else next(it) for d in src_shape)
-    flat = L.flat_offset(idx, out_shape)
-    out = []
-    for d in reversed(src_shape):
-        size = L.size_expr(d)
-        out.append(L.IOp("%", flat, size))
-        flat = L.IOp("//", flat, size)
-    return tuple(reversed(out))
-
-
-def _index_map(idx: tuple, key: tuple, src_shape: tuple) -> tuple:
-    src, axis_in = [], 0
-    it = iter(idx)
-    for e in key:
-        if e[0] == "new":
-            next(it)
-            continue
-        if e[0] == "int":
-            k = e[1]
-            src.append(L.Const(k, L.INT) if k >= 0 else
-                       L.iadd(L.size_expr(src_shape[axis_in]), k))
-        elif e[0] == "all":
-            src.append(next(it))
-        else:
-            start, _, step = e[1:]
-            src.append(L.iadd(L.Const(start, L.INT), L.imul(next(it), step)))
-        axis_in += 1
-    return tuple(src)

@@ -205,13 +205,16 @@ def _cheap(n: Expr) -> bool:
         n.op.kind == "shape" or n.op.name in ("cast", "negative"))
 
 
-def stage_lines(plan: Plan, names: dict[Expr, str]) -> list[tuple[str, list[str]]]:
-    """Each stage of the plan, in order: its heading, and one line per value it computes
-    (what it is, and whether it is per sample, accumulated over the batch or whole)."""
+def stage_lines(plan: Plan, names: dict[Expr, str],
+                pass_notes: dict[int, str] | None = None) -> list[tuple[str, list[str]]]:
+    """Each stage of the plan, in order: its heading (with the lowering's note on how a
+    pass runs, by stage), and one line per value it computes (what it is, and whether it is
+    per sample, accumulated over the batch or whole)."""
     out = []
     for s, members in plan.stages():
         if s % 2:
-            head = f"pass {s // 2 + 1}: loop over {plan.batch}, one sample at a time"
+            how = (pass_notes or {}).get(s, "one sample at a time")
+            head = f"pass {s // 2 + 1}: loop over {plan.batch}, {how}"
         else:
             head = f"{'before the data' if s == 0 else 'after pass ' + str(s // 2)}:"
         lines = []
@@ -225,13 +228,14 @@ def stage_lines(plan: Plan, names: dict[Expr, str]) -> list[tuple[str, list[str]
     return out
 
 
-def describe(plan: Plan, names: dict[Expr, str]) -> str:
+def describe(plan: Plan, names: dict[Expr, str],
+             pass_notes: dict[int, str] | None = None) -> str:
     """The plan as text: what each stage computes, fuses, reads and writes."""
     passes = plan.passes
     head = (f"{passes} pass{'es' if passes != 1 else ''} over {plan.batch}" if plan.batch
             else "no batch dimension")
     lines = [f"plan: {head}; {len(plan.materialized)} computed values"]
-    for stage_head, members in stage_lines(plan, names):
+    for stage_head, members in stage_lines(plan, names, pass_notes):
         lines.append("  " + stage_head)
         lines += ["    " + m for m in members]
     return "\n".join(lines)

@@ -62,6 +62,7 @@ import llvmlite
 import llvmlite.binding as llvm
 from llvmlite.binding.newpassmanagers import NewPassManager
 
+from symgrad.codegen import blas
 from symgrad.runtime.disk_cache import (  # noqa: F401 (re-exported: the documented names)
     DEFAULT_CACHE_MAX_BYTES,
     DiskCache,
@@ -122,6 +123,8 @@ def host() -> HostTarget:
         if _host is None:
             llvm.initialize_native_target()  # (llvm.initialize() raises in llvmlite 0.50)
             llvm.initialize_native_asmprinter()
+            for name, address in blas.addresses().items():  # before any code is loaded
+                llvm.add_symbol(name, address)
             width = _check_width(_prefer_vector_width)
             triple, cpu = llvm.get_process_triple(), llvm.get_host_cpu_name()
             flag = ("" if not triple.startswith(("x86_64", "i386", "i686"))  # an x86 feature

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from symgrad.codegen import blas
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs
@@ -46,6 +47,7 @@ MIN_WORK_PER_THREAD = 8_000_000
 SCRATCH_CACHE_BYTES = 16 << 20
 IDLE_SCRATCH = 4
 _pool: ThreadPoolExecutor | None = None
+WORKER_STACK_BYTES = 64 << 20
 _addressof, _char_at = ctypes.addressof, ctypes.c_char.from_buffer
 
 
@@ -63,9 +65,23 @@ def _thread_pool() -> ThreadPoolExecutor:
     """One pool for the process: a pass reuses its threads instead of starting new ones."""
     global _pool
     if _pool is None or _pool._max_workers < get_num_threads():
-        _pool = ThreadPoolExecutor(max_workers=get_num_threads(),
-                                   thread_name_prefix="symgrad")
+        count = get_num_threads()
+        # a pass keeps its tile scratch on the stack (up to a few MiB): the pool's threads
+        # get large stacks, all started now while the size is set (it is process-wide)
+        before = threading.stack_size(WORKER_STACK_BYTES)
+        try:
+            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="symgrad")
+            started = threading.Barrier(count)
+            wait([_pool.submit(started.wait) for _ in range(count)])
+        finally:
+            threading.stack_size(before)
     return _pool
+
+
+def _one_blas_thread(fn, table, dims, start: int, stop: int) -> None:
+    """A slice of a pass split over threads: its BLAS calls stay on this thread."""
+    blas.set_threads(1)
+    fn(table, dims, start, stop)
 
 
 def _identity(kind: str, dtype: np.dtype) -> Any:
@@ -353,6 +369,7 @@ class LLVMFunction(CompiledFunction):
             for part in s.partials[c.acc.partial][:threads]:
                 part.fill(c.identity)
         if threads == 1:
+            blas.set_threads(get_num_threads())
             fn(s.addresses[0], s.dims_address, 0, p.n)
         else:  # the caller's thread runs the first slice, the pool the others
             # Ctrl-C waits for the workers: raised while they still write into this call's
@@ -360,10 +377,11 @@ class LLVMFunction(CompiledFunction):
             bounds = p.bounds
             with deferred_signals():
                 pool = _thread_pool()
-                futures = [pool.submit(fn, t, s.dims_address, lo, hi) for t, lo, hi in
-                           zip(s.addresses[1:threads], bounds[1:-1], bounds[2:])]
+                futures = [pool.submit(_one_blas_thread, fn, t, s.dims_address, lo, hi)
+                           for t, lo, hi in zip(s.addresses[1:threads], bounds[1:-1],
+                                                bounds[2:])]
                 try:
-                    fn(s.addresses[0], s.dims_address, bounds[0], bounds[1])
+                    _one_blas_thread(fn, s.addresses[0], s.dims_address, bounds[0], bounds[1])
                 finally:
                     wait(futures)
                 for f in futures:
