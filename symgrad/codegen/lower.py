@@ -14,8 +14,8 @@ import itertools
 
 import numpy as np
 
+from symgrad.codegen import fusion, tiles
 from symgrad.codegen import loopir as L
-from symgrad.codegen import tiles
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
 from symgrad.codegen.program import Accumulator, Program
@@ -162,9 +162,10 @@ class _Lowerer(TilePass, IndexMaps):
 
     def _between_kernel(self, stage: int, members: list[Expr]) -> L.Kernel:
         self.scratch, self.locals = {}, {}  # the last pass's per-sample values are gone
-        body: list = []
-        for n in members:
-            body += self._compute(n, per_sample=False)
+        values = [self._compute(n, per_sample=False) for n in members]
+        # on the CPU, values over one shape share a loop nest (``fusion.py``); the CUDA
+        # printer spreads each nest over a block's threads and keeps them apart
+        body = fusion.fuse(values) if self.cpu else [s for v in values for s in v]
         return self._kernel(f"stage{stage // 2}", body, None, members)
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:

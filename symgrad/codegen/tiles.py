@@ -117,7 +117,7 @@ def _through_tile_buffers(loops: list[Group], tile: int, fresh: Callable[[str], 
             if name not in buffers:
                 buffers[name] = (fresh("tl"), None)
         if foreign:
-            g.body = [_map_stmt(s, _loader(foreign, buffers)) for s in g.body]
+            g.body = [map_stmt(s, _loader(foreign, buffers)) for s in g.body]
     for k, g in enumerate(loops):
         body = []
         for s in g.body:
@@ -151,34 +151,34 @@ def _locals_read(body: list) -> set[str]:
             found.add(e.name)
         return None
     for s in body:
-        _map_stmt(s, see)
+        map_stmt(s, see)
     return found
 
 
 def substitute(e: L.Expr, index: L.Index, value: L.Expr) -> L.Expr:
     """``e`` with loop index ``index`` replaced by ``value``."""
-    return _map_expr(e, lambda x: value if x == index else None)
+    return map_expr(e, lambda x: value if x == index else None)
 
 
-def _map_expr(e, fn: Callable[[L.Expr], L.Expr | None]):
+def map_expr(e, fn: Callable[[L.Expr], L.Expr | None]):
     """``e`` with every sub-expression ``fn`` replaces (``fn`` returns None to descend)."""
     new = fn(e)
     if new is not None:
         return new
     if isinstance(e, L.Op):
-        return replace(e, args=tuple(_map_expr(a, fn) for a in e.args))
+        return replace(e, args=tuple(map_expr(a, fn) for a in e.args))
     if isinstance(e, (L.IOp, L.Select, L.Load)):
-        changes = {f.name: _map_expr(getattr(e, f.name), fn) for f in fields(e)
+        changes = {f.name: map_expr(getattr(e, f.name), fn) for f in fields(e)
                    if is_dataclass(getattr(e, f.name))}
         return replace(e, **changes)
     return e
 
 
-def _map_stmt(s, fn: Callable[[L.Expr], L.Expr | None]):
+def map_stmt(s, fn: Callable[[L.Expr], L.Expr | None]):
     """Statement ``s`` (recursively) with its expressions mapped by ``fn``."""
     if isinstance(s, L.Loop):
-        return L.Loop(s.index, _map_expr(s.start, fn), _map_expr(s.stop, fn),
-                      [_map_stmt(t, fn) for t in s.body], s.reduction)
-    changes = {f.name: _map_expr(getattr(s, f.name), fn) for f in fields(s)
+        return L.Loop(s.index, map_expr(s.start, fn), map_expr(s.stop, fn),
+                      [map_stmt(t, fn) for t in s.body], s.reduction)
+    changes = {f.name: map_expr(getattr(s, f.name), fn) for f in fields(s)
                if is_dataclass(getattr(s, f.name))}
     return replace(s, **changes)

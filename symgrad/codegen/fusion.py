@@ -1,0 +1,148 @@
+"""Loop fusion for the stages between passes: values over one shape in one loop nest.
+
+A stage between passes computes each value as its own loop nest over its shape (an
+optimizer update is a dozen: the decayed gradient, both moments, the new parameter, the
+non-finite counts). Here consecutive nests over the same bounds become one nest, so each
+element of the parameter is read once and the intermediates stay in registers (LLVM
+forwards a store to the load after it in the same iteration). A value's statements are
+``pre + [nest] + post``: a perfect loop nest, with an accumulator set up before it and its
+total stored after it for a reduction to a scalar. Two values share a nest only when that
+is safe:
+
+- the later one reads what the earlier ones' nests write only at the element being written
+  (an elementwise chain), never at another element (a transpose, a matmul);
+- it reads nothing the earlier ones store after their nests (a finished reduction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from symgrad.codegen import loopir as L
+from symgrad.codegen.tiles import map_stmt
+
+
+@dataclass
+class _Nest:
+    pre: list
+    loops: list[L.Loop]  # outermost first; the innermost holds the body
+    post: list
+
+    @property
+    def body(self) -> list:
+        return self.loops[-1].body
+
+    def bounds(self) -> list:
+        return [(lp.start, lp.stop) for lp in self.loops]
+
+
+def fuse(values: list[list]) -> list:
+    """The statements of ``values`` (one list per value, in dependency order), fused where
+    safe. A value joins the latest nest it fits that nothing it reads is written after (so
+    it moves up past values it does not depend on: a scalar's update between two nests
+    over a parameter's shape does not keep them apart)."""
+    items: list = []  # _Nest groups, or a value's statements left as they are
+    for stmts in values:
+        nest = _as_nest(stmts)
+        reads = _loaded(stmts)
+        for item in reversed(items):
+            if isinstance(item, _Nest) and nest is not None and _fits(item, nest):
+                _append(item, nest)
+                break
+            if _stored(_statements(item) if isinstance(item, _Nest) else item) & reads:
+                items.append(nest if nest is not None else stmts)
+                break
+        else:
+            items.append(nest if nest is not None else stmts)
+    out: list = []
+    for item in items:
+        out += _statements(item) if isinstance(item, _Nest) else item
+    return out
+
+
+def _as_nest(stmts: list) -> _Nest | None:
+    loops = [i for i, s in enumerate(stmts) if isinstance(s, L.Loop)]
+    if len(loops) != 1 or any(isinstance(s, (L.Alloc, L.Gemm)) for s in stmts):
+        return None
+    k = loops[0]
+    chain = [stmts[k]]
+    while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], L.Loop):
+        chain.append(chain[-1].body[0])
+    return _Nest(list(stmts[:k]), chain, list(stmts[k + 1:]))
+
+
+def _fits(group: _Nest, nest: _Nest) -> bool:
+    if group.bounds() != nest.bounds():
+        return False
+    finished = _stored(group.post)
+    if finished & (_loaded(nest.pre) | _loaded([nest.loops[0]]) | _loaded(nest.post)):
+        return False
+    renamed = _renamed(nest, group)
+    written = _store_offsets(group.body)
+    return all(offset == written[buf] for buf, offset in _load_offsets(renamed)
+               if buf in written)
+
+
+def _append(group: _Nest, nest: _Nest) -> None:
+    group.pre += nest.pre
+    group.loops[-1].body = group.body + _renamed(nest, group)
+    for mine, theirs in zip(group.loops, nest.loops):
+        mine.reduction = mine.reduction or theirs.reduction
+    group.post += nest.post
+
+
+def _renamed(nest: _Nest, group: _Nest) -> list:
+    """``nest``'s body with its loop indices renamed to ``group``'s."""
+    names = {lp.index: L.Index(g.index) for lp, g in zip(nest.loops, group.loops)}
+
+    def rename(e: L.Expr) -> L.Expr | None:
+        return names.get(e.name) if isinstance(e, L.Index) else None
+    return [map_stmt(s, rename) for s in nest.body]
+
+
+def _statements(group: _Nest) -> list:
+    return group.pre + [group.loops[0]] + group.post
+
+
+def _stored(stmts: list) -> set[str]:
+    found: set[str] = set()
+    for s in _walk(stmts):
+        if isinstance(s, L.Store):
+            found.add(s.buf)
+    return found
+
+
+def _store_offsets(stmts: list) -> dict[str, L.Expr]:
+    """Each buffer the statements store into, at its one offset (a buffer stored at two
+    offsets maps to None: nothing may read it in the same nest)."""
+    found: dict[str, L.Expr] = {}
+    for s in _walk(stmts):
+        if isinstance(s, L.Store):
+            found[s.buf] = s.offset if found.get(s.buf, s.offset) == s.offset else None
+        elif isinstance(s, L.Gemm):
+            found[s.c] = None
+    return found
+
+
+def _load_offsets(stmts: list) -> list[tuple[str, L.Expr]]:
+    found: list[tuple[str, L.Expr]] = []
+
+    def see(e: L.Expr) -> L.Expr | None:
+        if isinstance(e, L.Load):
+            found.append((e.buf, e.offset))
+        return None
+    for s in stmts:
+        map_stmt(s, see)
+    return found
+
+
+def _loaded(stmts: list) -> set[str]:
+    return {buf for buf, _ in _load_offsets(stmts)}
+
+
+def _walk(stmts: list):
+    for s in stmts:
+        yield s
+        if isinstance(s, L.Loop):
+            yield from _walk(s.body)
+
