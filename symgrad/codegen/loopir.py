@@ -78,6 +78,9 @@ class Local:
 
 
 Expr = Union[Const, Dim, Index, IOp, Load, Op, Select, Local]
+# The runtime size a pass's combine step reads: how many threads ran the pass (each with its
+# own partials, one after another in the partial's buffer). Not a user dimension's name.
+THREADS = Dim("#threads")
 INT = np.dtype("int64")
 BOOL = np.dtype("bool")
 

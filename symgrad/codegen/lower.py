@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from symgrad.codegen import fusion, tiles
+from symgrad.codegen import fusion, reductions, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
@@ -140,21 +140,64 @@ class _Lowerer(TilePass, IndexMaps):
     # -- the program -------------------------------------------------------------------
     def program(self) -> Program:
         kernels, stages, accs, work = [], [], {}, {}
-        for stage, members in self.plan.stages():
+        listed = self.plan.stages()
+        self.combine: list = []  # combining the last pass's partials, for the next kernel
+        for k, (stage, members) in enumerate(listed):
             self.stage = stage
             if stage % 2:
                 kernel, stage_accs = self._pass_kernel(stage, members)
                 accs[stage] = stage_accs
                 work[stage] = sum(_work(n, self.plan.batch) for n in members)
-            else:
-                kernel = self._between_kernel(stage, members)
-            kernels.append(kernel)
+                kernels.append(kernel)
+                stages.append(stage)
+                if self.cpu:
+                    self.combine = self._combine(stage_accs)
+                    if k + 1 == len(listed) or listed[k + 1][0] != stage + 1:
+                        kernels.append(self._kernel(f"combine{stage // 2 + 1}",
+                                                    fusion.fuse(self.combine), None, []))
+                        stages.append(stage + 1)
+                        self.combine = []
+                continue
+            kernels.append(self._between_kernel(stage, members))
             stages.append(stage)
         how = {stage: k.comment for stage, k in zip(stages, kernels) if stage % 2 and k.comment}
         text = describe(self.plan, self.labels, how)
         notes = [lines for _, lines in stage_lines(self.plan, self.labels, how)]
+        for i, k in enumerate(kernels):  # a combine-only kernel has no lines of its own
+            if k.name.startswith("combine"):
+                notes.insert(i, [])
         return Program(kernels, stages, self.buffers, self.node_buffer, accs, self.outputs,
-                       self.plan, text, self.const_arrays, sorted(self.dims), work, notes)
+                       self.plan, text, self.const_arrays, sorted(self.dims), work, notes,
+                       "cpu" if self.cpu else "gpu")
+
+    def _combine(self, accs: list[Accumulator]) -> list[list]:
+        """Every thread's partials combined in thread order into each accumulator's target
+        (a mean divided by its count): the same thread count, the same result. Thread t's
+        partial is added into thread 0's (the loop over threads outside, so the loop over
+        elements vectorizes), then the target is an elementwise copy of it, which fuses
+        with the stage's values over its shape. Statement lists, one per loop nest."""
+        self.dims.add(L.THREADS.name)
+        body: list[list] = []
+        for acc in accs:
+            spec = self.buffers[acc.partial]
+            shape, dt = spec.shape, np.dtype(spec.dtype)
+            idx, loops = self._loops(shape)
+            offset = L.flat_offset(idx, shape)
+            t = L.Index(self.names.fresh("t"))
+            mine = L.Load(acc.partial, offset, dt)
+            theirs = L.Load(acc.partial, L.iadd(L.imul(t, self._size(shape)), offset), dt)
+            joined = L.Op(reductions.COMBINE[acc.kind], (mine, theirs), dt)
+            body.append([L.Loop(t.name, L.Const(1, L.INT), L.THREADS,
+                                self._nest(loops, [L.Store(acc.partial, offset, joined)]))])
+            value: L.Expr = mine
+            if acc.mean_of is not None:  # 0 / 0 is nan, as in the reference
+                count = L.Op("cast", (self._size(acc.mean_of),), dt, dt)
+                value = L.Op("divide", (value, count), dt)
+            if dt != acc.node.dtype:
+                value = L.Op("cast", (value,), acc.node.dtype, acc.node.dtype)
+            at = L.flat_offset(idx[::-1], shape[::-1]) if acc.transposed else offset
+            body.append(self._nest(loops, [L.Store(acc.target, at, value)]))
+        return body
 
     def _kernel(self, name: str, body: list, batch: str | None, members: list) -> L.Kernel:
         return L.Kernel(name, list(self.buffers.values()), sorted(self.dims), body, batch,
@@ -165,6 +208,7 @@ class _Lowerer(TilePass, IndexMaps):
         values = [self._compute(n, per_sample=False) for n in members]
         # on the CPU, values over one shape share a loop nest (``fusion.py``); the CUDA
         # printer spreads each nest over a block's threads and keeps them apart
+        values, self.combine = self.combine + values, []  # the last pass's partials first
         body = fusion.fuse(values) if self.cpu else [s for v in values for s in v]
         return self._kernel(f"stage{stage // 2}", body, None, members)
 

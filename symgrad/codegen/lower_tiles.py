@@ -5,7 +5,9 @@ contractions over a tile's rows as BLAS calls or loop nests (mixed into the lowe
 
 from __future__ import annotations
 
-from symgrad.codegen import blas, tiles
+import numpy as np
+
+from symgrad.codegen import blas, reductions, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.program import Accumulator
 from symgrad.expr import ops_tensor as T
@@ -49,12 +51,24 @@ class TilePass:
             groups.append(tiles.Group(self._compute(n, per_sample=True)))
         loop = tiles.tile_loop(groups, self.tile, self.names.fresh, prologue,
                                self.chunk_init, self.chunk_flush)
+        prologue[:0] = self._partials_start(accs)
         kernel = self._kernel(f"pass{stage // 2 + 1}", prologue + [loop] + epilogue,
                               self.plan.batch, members)
         kernel.comment = f"tiles of {self.tile} samples" + "".join(
             f"; {note}" for note in self.tile_notes)
         self.tile = None
         return kernel, accs
+
+    def _partials_start(self, accs: list) -> list:
+        """This thread's partials set to their identity (before anything reads them)."""
+        body: list = []
+        for acc in accs:
+            spec = self.buffers[acc.partial]
+            idx, loops = self._loops(spec.shape)
+            start = L.Const(reductions.identity(acc.kind, spec.dtype), np.dtype(spec.dtype))
+            body += self._nest(loops, [L.Store(acc.partial, L.flat_offset(idx, spec.shape),
+                                               start)])
+        return body
 
     def _bytes_per_sample(self, members: list[Expr]) -> int:
         """About the tile scratch one sample takes: its values' elements, the rows of

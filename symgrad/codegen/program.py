@@ -36,6 +36,10 @@ class Program:
     dims: list[str] = field(default_factory=list)
     work_per_sample: dict[int, int] = field(default_factory=dict)  # by pass stage, rough ops
     stage_notes: list[list[str]] = field(default_factory=list)  # by kernel: the plan's lines
+    # "cpu": each pass kernel sets its own partials to their identity, and the kernel after
+    # it combines every thread's partials (``loopir.THREADS`` of them, thread t's at offset
+    # t * size) into the targets, means divided; "gpu": the runtime does both
+    target: str = "cpu"
 
     def __str__(self) -> str:
         return self.plan_text + "\n\n" + "\n\n".join(str(k) for k in self.kernels)

@@ -21,10 +21,10 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.codegen import blas
+from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs
-from symgrad.expr.shapes import size_of
 from symgrad.runtime import jit
 from symgrad.runtime.compiled import (
     CompiledFunction,
@@ -82,21 +82,6 @@ def _one_blas_thread(fn, table, dims, start: int, stop: int) -> None:
     """A slice of a pass split over threads: its BLAS calls stay on this thread."""
     blas.set_threads(1)
     fn(table, dims, start, stop)
-
-
-def _identity(kind: str, dtype: np.dtype) -> Any:
-    """The value a ``sum``/``max``/``min`` partial of ``dtype`` starts from: 0, the dtype's
-    lowest or highest value (False/True for bools), or -inf/inf (an infinity cast to int32
-    would be INT32_MIN, and a min would start from it)."""
-    dtype = np.dtype(dtype)
-    if kind == "sum":
-        return 0
-    if dtype.kind == "b":
-        return kind == "min"
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return info.min if kind == "max" else info.max
-    return -np.inf if kind == "max" else np.inf
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,7 +202,7 @@ class LLVMFunction(CompiledFunction):
             if stage is None:
                 fn(table, dims, 0, 0)
             else:
-                self._run_pass(fn, stage, scratch, views)
+                self._run_pass(fn, stage, scratch)
         kept = scratch.views
         results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
                    leaf_result(ref, arrays, sizes) for kind, ref in plan.results]
@@ -252,7 +237,7 @@ class LLVMFunction(CompiledFunction):
             else:
                 self._owned.append((i, name, spec.shape, np.dtype(spec.dtype)))
         # the sizes a plan depends on: the kernels' dims, the batch, the dims of a mean
-        used = set(self.dim_names)
+        used = set(self.dim_names) - {L.THREADS.name}  # (set per pass, not a size)
         used.update(d for accs in prog.accumulators.values() for a in accs
                     for d in (a.mean_of or ()) if isinstance(d, str))
         if prog.plan.batch:
@@ -267,7 +252,9 @@ class LLVMFunction(CompiledFunction):
         prog = self.program
         threads_wanted, min_work, committed = key[1], key[2], set(key[3])
         plan = _Plan()
-        plan.dims = [sizes[d] for d in self.dim_names]
+        plan.dims = [1 if d == L.THREADS.name else sizes[d] for d in self.dim_names]
+        # the kernels start and combine the partials themselves (``Program.target``)
+        threads_slot = self._dim_index.get(L.THREADS.name, -1)
 
         def bound(shape: tuple) -> tuple:
             return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
@@ -306,26 +293,12 @@ class LLVMFunction(CompiledFunction):
             work = n * prog.work_per_sample.get(stage, 1)
             threads = max(1, min(threads_wanted, work // min_work, n // 64))
             p = _Pass(n, threads, [n * t // threads for t in range(threads + 1)])
+            p.threads_slot = threads_slot
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]
                 shaped = bound(shape)
                 before = plan.partials.get(acc.partial, (slot, shaped, dt, 0))
                 plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], threads))
-                divisor = empty = in_place = None
-                if acc.mean_of is not None:
-                    count = size_of(acc.mean_of, sizes)
-                    divisor, empty = acc.node.dtype.type(count), not count
-                    # dividing the partial in place gives the same numbers when the
-                    # quotient has the partial's dtype (a float32 mean's float64 partial):
-                    # the division then runs in that dtype, the divisor cast to it exactly
-                    with np.errstate(all="ignore"):
-                        quotient = np.divide(np.zeros(1, dt), divisor).dtype
-                    if quotient == dt and not shaped:
-                        divisor, in_place = dt.type(divisor), "scalar"
-                    elif quotient == dt:
-                        divisor, in_place = dt.type(divisor), "array"
-                p.accs.append(_Combine(acc, _identity(acc.kind, dt), divisor, empty,
-                                       in_place, fresh_index.get(acc.target, -1)))
             plan.max_threads = max(plan.max_threads, threads)
             plan.stages.append(p)
         with self._lock:
@@ -352,7 +325,9 @@ class LLVMFunction(CompiledFunction):
             for i, value in s.params.items():
                 table[i] = value.ctypes.data
         for name, (i, shaped, dt, threads) in plan.partials.items():
-            s.partials[name] = parts = [np.empty(shaped, dt) for _ in range(threads)]
+            # one array, thread t's partial at t * size: the combine step reads them in turn
+            block = np.empty((threads, *shaped), dt)
+            s.partials[name] = parts = [block[t, ...] for t in range(threads)]  # (0-d views)
             for table, part in zip(s.tables, parts):
                 table[i] = part.ctypes.data
             nbytes += threads * parts[0].nbytes
@@ -363,93 +338,41 @@ class LLVMFunction(CompiledFunction):
         s.nbytes = nbytes
         return s
 
-    def _run_pass(self, fn, p: _Pass, s: _Scratch, views: list) -> None:
+    def _run_pass(self, fn, p: _Pass, s: _Scratch) -> None:
+        """One pass: each thread's slice of the batch into its own partials (the kernel
+        starts them; the kernel after the pass combines them, ``lower._combine``)."""
         threads = p.threads
-        for c in p.accs:
-            for part in s.partials[c.acc.partial][:threads]:
-                part.fill(c.identity)
+        if p.threads_slot >= 0:
+            s.dims[p.threads_slot] = threads
         if threads == 1:
             blas.set_threads(get_num_threads())
             fn(s.addresses[0], s.dims_address, 0, p.n)
-        else:  # the caller's thread runs the first slice, the pool the others
-            # Ctrl-C waits for the workers: raised while they still write into this call's
-            # partials and arena, it would free them under the workers' feet (a segfault)
-            bounds = p.bounds
-            with deferred_signals():
-                pool = _thread_pool()
-                futures = [pool.submit(_one_blas_thread, fn, t, s.dims_address, lo, hi)
-                           for t, lo, hi in zip(s.addresses[1:threads], bounds[1:-1],
-                                                bounds[2:])]
-                try:
-                    _one_blas_thread(fn, s.addresses[0], s.dims_address, bounds[0], bounds[1])
-                finally:
-                    wait(futures)
-                for f in futures:
-                    f.result()
-        for c in p.accs:  # combine in thread order: the same thread count, the same result
-            acc = c.acc
-            parts = s.partials[acc.partial]
-            target = views[c.fresh] if c.fresh >= 0 else s.views[acc.target]
-            if threads == 1 and (c.divisor is None or c.in_place):
-                # one thread: no temporaries (a mean divides its partial in place, or a
-                # scalar as a NumPy scalar)
-                part = parts[0]
-                if c.empty:  # 0/0 is nan, as in the reference, without a warning
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        _divide(c, part, target)
-                elif c.divisor is not None:
-                    _divide(c, part, target)
-                else:
-                    target[...] = part.T if acc.transposed else part
-                continue
-            total = parts[0]
-            for part in parts[1:threads]:
-                total = (total + part if acc.kind == "sum" else np.maximum(total, part)
-                         if acc.kind == "max" else np.minimum(total, part))
-            if acc.transposed:
-                total = total.T
-            if c.divisor is not None:
-                if c.empty:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        total = total / c.divisor
-                else:
-                    total = total / c.divisor
-            target[...] = total
-
-
-def _divide(c: _Combine, part: np.ndarray, target: np.ndarray) -> None:
-    """One thread's mean: its partial divided into the target, without temporaries."""
-    if c.in_place == "scalar":
-        target[...] = part[()] / c.divisor
-    else:
-        np.divide(part, c.divisor, out=part)
-        target[...] = part.T if c.acc.transposed else part
+            return
+        # the caller's thread runs the first slice, the pool the others. Ctrl-C waits for
+        # the workers: raised while they still write into this call's partials and arena,
+        # it would free them under the workers' feet (a segfault)
+        bounds = p.bounds
+        with deferred_signals():
+            pool = _thread_pool()
+            futures = [pool.submit(_one_blas_thread, fn, t, s.dims_address, lo, hi)
+                       for t, lo, hi in zip(s.addresses[1:threads], bounds[1:-1], bounds[2:])]
+            try:
+                _one_blas_thread(fn, s.addresses[0], s.dims_address, bounds[0], bounds[1])
+            finally:
+                wait(futures)
+            for f in futures:
+                f.result()
 
 
 class _Pass:
     """One pass over the batch for one set of sizes: its samples, threads and slices, and
     how each accumulator is combined."""
 
-    __slots__ = ("n", "threads", "bounds", "accs")
+    __slots__ = ("n", "threads", "bounds", "threads_slot")
 
     def __init__(self, n: int, threads: int, bounds: list[int]):
         self.n, self.threads, self.bounds = n, threads, bounds
-        self.accs: list[_Combine] = []
-
-
-class _Combine:
-    """An accumulator of a pass: its partials' starting value, the divisor of a mean (and
-    whether it counts nothing), how one thread's partial is divided (``"array"``: in place,
-    ``"scalar"``: as a NumPy scalar, None: into a temporary, as with several threads), and
-    where the target lies (an index into the call's fresh buffers, or -1: the reused
-    arena)."""
-
-    __slots__ = ("acc", "identity", "divisor", "empty", "in_place", "fresh")
-
-    def __init__(self, acc: Any, identity: Any, divisor: Any, empty: bool | None,
-                 in_place: str | None, fresh: int):
-        self.acc, self.identity, self.divisor, self.empty = acc, identity, divisor, empty
-        self.in_place, self.fresh = in_place, fresh
+        self.threads_slot = -1  # where the dims hold the thread count, for the combine
 
 
 class _Plan:
