@@ -101,7 +101,56 @@ def _renamed(nest: _Nest, group: _Nest) -> list:
 
 
 def _statements(group: _Nest) -> list:
-    return group.pre + [group.loops[0]] + group.post
+    return group.pre + [_collapsed(group.loops)] + group.post
+
+
+def _collapsed(loops: list[L.Loop]) -> L.Loop:
+    """The nest as one loop over its elements when every access is row-major in its
+    indices (``W[i, j]`` is ``W[f]``): a (784, 10) update vectorizes over 7,840 elements,
+    not 10 at a time. Tried on the whole nest, then without its outer loops (a combine
+    over threads keeps its loop over threads)."""
+    for k in range(len(loops) - 1):
+        inner = loops[k:]
+        if any(lp.start != L.Const(0, L.INT) for lp in inner):
+            continue
+        shape = tuple(lp.stop.value if isinstance(lp.stop, L.Const) else
+                      lp.stop.name if isinstance(lp.stop, L.Dim) else None for lp in inner)
+        if None in shape:
+            continue
+        flat = L.flat_offset(tuple(L.Index(lp.index) for lp in inner), shape)
+        marker = L.Index("#flat")
+        body = [map_stmt(s, lambda e: marker if e == flat else None) for s in inner[-1].body]
+        names = {lp.index for lp in inner}
+        if _indices_used(body) & names:
+            continue
+        index = L.Index(inner[0].index)
+        body = [map_stmt(s, lambda e: index if e == marker else None) for s in body]
+        size = L.Const(1, L.INT)
+        for d in shape:
+            size = L.imul(size, L.size_expr(d))
+        merged = L.Loop(index.name, L.Const(0, L.INT), size, body,
+                        any(lp.reduction for lp in inner))
+        if k == 0:
+            return merged
+        outer = [L.Loop(lp.index, lp.start, lp.stop, [], lp.reduction) for lp in loops[:k]]
+        for a, b in zip(outer, outer[1:] + [merged]):
+            a.body = [b]
+        return outer[0]
+    return loops[0]
+
+
+def _indices_used(stmts: list) -> set[str]:
+    found: set[str] = set()
+
+    def see(e: L.Expr) -> L.Expr | None:
+        if isinstance(e, L.Index):
+            found.add(e.name)
+        return None
+    for s in _walk(stmts):
+        map_stmt(s, see)
+        if isinstance(s, L.Loop):
+            found.add(s.index)  # an inner loop's own index shadows nothing here
+    return found
 
 
 def _stored(stmts: list) -> set[str]:
