@@ -23,7 +23,9 @@ def agree(outputs, **feeds) -> None:
     want = sg.evaluate(outputs, **feeds)
     got = sg.function(outputs)(**feeds)
     for w, g in zip(want, got):
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+        # float32: a matmul of sums that cancel is off by a few ulps of its operands
+        scale = max(1.0, float(np.max(np.abs(w), initial=0)))
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * scale)
 
 
 def adam_model(backend: str):
