@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark scripts: the machine line, interleaved timing with medians,
-the streaming read bandwidth of this machine, and the optional peers (jax, torch).
+the streaming read bandwidth of this machine, the optional peers (jax, torch) and the pieces
+of the hand-written NumPy steps (Adam, softmax cross entropy's backward).
 
 Not a benchmark itself; each script in bench/ imports it (``python bench/<script>.py`` puts
 bench/ on sys.path).
@@ -7,6 +8,7 @@ bench/ on sys.path).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import threading
@@ -138,6 +140,46 @@ def streaming_read_bandwidth(gib: float = 1.0, repeat: int = 7) -> dict[str, flo
     times = time_interleaved(fns, repeat, warmup=1)
     nbytes = {name: (2 if "dot" in name else 1) * a.nbytes for name in fns}
     return {name: nbytes[name] / float(np.median(ts)) / 1e9 for name, ts in times.items()}
+
+
+class NumpyAdam:
+    """torch.optim.Adam's equations (its defaults), in place, float32: the hand-written NumPy
+    peers' optimizer. ``step(grads)`` updates ``params`` (arrays, 0-d included) in place."""
+
+    def __init__(self, params: list[np.ndarray], lr: float = 1e-3, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8):
+        self.params, self.t = params, 0
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        step_size = np.float32(self.lr / (1 - self.beta1 ** self.t))
+        bc2_sqrt = np.float32(math.sqrt(1 - self.beta2 ** self.t))
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= np.float32(self.beta1)
+            m += np.float32(1 - self.beta1) * g
+            v *= np.float32(self.beta2)
+            v += np.float32(1 - self.beta2) * (g * g)
+            denom = np.sqrt(v)
+            denom /= bc2_sqrt
+            denom += np.float32(self.eps)
+            p -= step_size * m / denom
+
+
+def softmax_ce_backward(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross entropy of logits z (overwritten) and its gradient dL/dz (in z's buffer)."""
+    n = len(z)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1)
+    rows = np.arange(n)
+    loss = float(np.mean(np.log(s) - z[rows, labels]))
+    e /= s[:, None]
+    e[rows, labels] -= 1
+    e *= np.float32(1.0 / n)
+    return loss, e
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

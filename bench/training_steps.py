@@ -8,6 +8,12 @@ initial parameters (issue 5's "Done means").
   loss = mean(cross_entropy(X @ W + c, labels)); SGD lr = 0.1; batch 256 and 4096
 - the 784-100-10 ReLU net: W1 (784, 100), b1, W2 (100, 10), b2 (PyTorch's nn.Linear init);
   cross entropy; Adam lr = 1e-3 (PyTorch's defaults); batch 64 and 1024
+- issue 12's rows (their models in training_rows.py): logistic regression with 16 features,
+  N = 2e6, Adam (also in GB/s of X and y read once per step, against the streaming read
+  bandwidth measured in the same run); a 784-256-10 GELU (erf) net at batch 256, Adam; the
+  per-call overhead: the softmax regression SGD step at batch 1, in microseconds; and end to
+  end, ``sg.fit`` of a 64-128-128-10 ReLU net on scikit-learn's digits against the same loop
+  in jax.jit and torch eager (fit_digits.py, which says how)
 
 The peers:
 
@@ -45,9 +51,11 @@ First-step latency: graph building + compile + the first step, each in a fresh P
 (``TORCHINDUCTOR_CACHE_DIR``) and from it; jax.jit uncached and from its persistent
 compilation cache.
 
-Run: python bench/training_steps.py [--quick | --steps | --latency]
-     (--quick: fewer repeats, no latency table; --steps: the step tables only;
-      --latency: the first-step latency table only)
+Run: python bench/training_steps.py [--quick] [--steps | --latency | --rows NAME,...]
+     (--quick: fewer repeats (each row under a minute on 2 cores), no latency table unless
+      named; --steps: the step tables only; --latency: the first-step latency table only;
+      --rows: those rows only, of linear, softmax, mlp, logreg, gelu, overhead, digits,
+      latency)
 """
 
 from __future__ import annotations
@@ -61,13 +69,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import fit_digits
 import numpy as np
+import training_rows
 from _common import (
+    NumpyAdam,
     import_jax,
     import_torch,
     load_average,
     machine_line,
     print_table,
+    softmax_ce_backward,
+    streaming_read_bandwidth,
     time_interleaved,
 )
 
@@ -94,6 +107,8 @@ def image_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def init_params(model: str) -> list[np.ndarray]:
+    if model in training_rows.MODELS:
+        return training_rows.init_params(model)
     if model == "linear":
         return [np.array(v, np.float32) for v in LINEAR_INIT]
     rng = np.random.default_rng(1)
@@ -108,7 +123,13 @@ def init_params(model: str) -> list[np.ndarray]:
 
 
 def optimizer_of(model: str) -> str:
-    return "adam" if model == "mlp" else "sgd"
+    return training_rows.MODELS.get(model, "adam" if model == "mlp" else "sgd")
+
+
+def make_data(model: str, n: int) -> dict[str, np.ndarray]:
+    if model in training_rows.MODELS:
+        return training_rows.make_data(model, n)
+    return linear_data(n) if model == "linear" else image_data(n)
 
 
 # --- symgrad -------------------------------------------------------------------------------
@@ -116,6 +137,8 @@ def optimizer_of(model: str) -> str:
 def symgrad_loss(model: str, init: list[np.ndarray]):
     import symgrad as sg
 
+    if model in training_rows.MODELS:
+        return training_rows.symgrad_loss(model, init)
     if model == "linear":
         x1, x2, y = sg.inputs("x1 x2 y")
         ps = [sg.param(name, init=v) for name, v in zip(("w1", "w2", "b"), init)]
@@ -160,44 +183,9 @@ def symgrad_peer(model, init, data, threads=None):
 
 # --- NumPy, written by hand ----------------------------------------------------------------
 
-class NumpyAdam:
-    """torch.optim.Adam's equations, in place, float32."""
-
-    def __init__(self, params: list[np.ndarray]):
-        self.params, self.t = params, 0
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-
-    def step(self, grads: list[np.ndarray]) -> None:
-        self.t += 1
-        step_size = np.float32(ADAM_LR / (1 - BETA1 ** self.t))
-        bc2_sqrt = np.float32(math.sqrt(1 - BETA2 ** self.t))
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= np.float32(BETA1)
-            m += np.float32(1 - BETA1) * g
-            v *= np.float32(BETA2)
-            v += np.float32(1 - BETA2) * (g * g)
-            denom = np.sqrt(v)
-            denom /= bc2_sqrt
-            denom += np.float32(EPS)
-            p -= step_size * m / denom
-
-
-def softmax_ce_backward(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross entropy of logits z (overwritten) and its gradient dL/dz (in z's buffer)."""
-    n = len(z)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1)
-    rows = np.arange(n)
-    loss = float(np.mean(np.log(s) - z[rows, labels]))
-    e /= s[:, None]
-    e[rows, labels] -= 1
-    e *= np.float32(1.0 / n)
-    return loss, e
-
-
 def numpy_peer(model, init, data):
+    if model in training_rows.MODELS:
+        return training_rows.numpy_peer(model, init, data)
     ps = [p.copy() for p in init]
     lr = np.float32(SGD_LR)
     if model == "linear":
@@ -254,6 +242,8 @@ def numpy_peer(model, init, data):
 def torch_loss_fn(model: str):
     import torch.nn.functional as F
 
+    if model in training_rows.MODELS:
+        return training_rows.torch_loss_fn(model)
     if model == "linear":
         return lambda w1, w2, b, x1, x2, y: ((w1 * x1 + w2 * x2 + b - y) ** 2).mean()
     if model == "softmax":
@@ -294,7 +284,7 @@ def torch_eager_peer(torch, model, init, data, device="cpu"):
 def torch_compiled_step(torch, model):
     """One function for torch.compile: grad_and_value, then the functional update."""
     loss_fn = torch_loss_fn(model)
-    n_params = {"linear": 3, "softmax": 2, "mlp": 4}[model]
+    n_params = {"linear": 3, "softmax": 2, "mlp": 4, **training_rows.N_PARAMS}[model]
     gv = torch.func.grad_and_value(loss_fn, argnums=tuple(range(n_params)))
 
     def sgd_step(params, state, *batch):
@@ -350,6 +340,8 @@ def jax_loss_fn(jax, model: str):
         logp = jax.nn.log_softmax(logits)
         return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
+    if model in training_rows.MODELS:
+        return training_rows.jax_loss_fn(jax, model)
     if model == "linear":
         return lambda p, x1, x2, y: jnp.mean((p[0] * x1 + p[1] * x2 + p[2] - y) ** 2)
     if model == "softmax":
@@ -426,9 +418,15 @@ def jax_peer(jax, model, init, data, device=None):
 
 # --- the side-by-side timing ---------------------------------------------------------------
 
-def bench(model: str, n: int, jax, torch, repeat: int) -> list[list[str]]:
-    data = linear_data(n) if model == "linear" else image_data(n)
-    init = init_params(model)
+def bench(model: str, n: int, jax, torch, repeat: int, unit: str = "ms",
+          stream: tuple[float, float] | None = None, block: int = 1) -> list[list[str]]:
+    """One table's rows: every peer's step at batch ``n``, median and minimum in ``unit``
+    ("ms" or "us"); with ``stream`` (the streaming read GB/s on 1 thread and the best
+    measured), also GB/s of the inputs read once per step and its fraction of both. With
+    ``block`` > 1, each round calls every peer ``block`` times in a row and a time is the
+    mean of those calls (for steps of microseconds: the thread pools one peer leaves
+    spinning, torch's OpenMP and XLA's, then slow only the next one's first call)."""
+    data, init = make_data(model, n), init_params(model)
     builders = {"symgrad": symgrad_peer,
                 "symgrad, 1 thread": lambda *a: symgrad_peer(*a, threads=1),
                 "NumPy, hand-written": numpy_peer}
@@ -437,11 +435,11 @@ def bench(model: str, n: int, jax, torch, repeat: int) -> list[list[str]]:
         builders["torch.compile(step)"] = lambda *a: torch_compile_peer(torch, *a)
     if jax is not None:
         builders["jax.jit(step)"] = lambda *a: jax_peer(jax, *a)
-    steps, params, first = {}, {}, {}
+    steps, params, first, losses = {}, {}, {}, {}
     for name, build in builders.items():
         t = time.perf_counter()
         step, get_params = build(model, init, data)
-        step()
+        losses[name] = float(step())
         first[name] = time.perf_counter() - t
         for _ in range(CHECK_STEPS - 1):
             step()
@@ -452,21 +450,34 @@ def bench(model: str, n: int, jax, torch, repeat: int) -> list[list[str]]:
     rtol, atol = (1e-3, 3e-5) if optimizer_of(model) == "sgd" else (1e-3, 2e-4)
     diffs = {}
     for name in steps:
+        # the loss at the initial parameters too: Adam's update barely changes when the
+        # gradient is scaled (a sum for a mean), the loss does
+        if not math.isclose(losses[name], losses["symgrad"], rel_tol=1e-4, abs_tol=1e-6):
+            raise AssertionError(f"{model}, N = {n}: {name}'s first loss {losses[name]:.7g} "
+                                 f"differs from symgrad's {losses['symgrad']:.7g}")
         diffs[name] = max(float(np.max(np.abs(a - b)))
                           for a, b in zip(params[name], params["symgrad"]))
         if not all(np.allclose(a, b, rtol=rtol, atol=atol)
                    for a, b in zip(params[name], params["symgrad"])):
             raise AssertionError(f"{model}, N = {n}: {name}'s parameters after {CHECK_STEPS} "
                                  f"steps differ from symgrad's by up to {diffs[name]:.1e}")
-    times = time_interleaved(steps, repeat, warmup=3)
+    if block > 1:
+        timed = {name: (lambda s=s: [s() for _ in range(block)]) for name, s in steps.items()}
+        times = {name: ts / block for name, ts in time_interleaved(timed, repeat).items()}
+    else:
+        times = time_interleaved(steps, repeat, warmup=3)
     base = float(np.median(times["symgrad"]))
-    rows = []
+    scale, digits = {"ms": (1e3, 3), "us": (1e6, 1)}[unit]
+    table = []
     for name, ts in times.items():
         med = float(np.median(ts))
-        rows.append([f"{name}", f"{n:,}", f"{med * 1e3:.3f}", f"{ts.min() * 1e3:.3f}",
-                     f"{med / base:.2f}x", f"{diffs[name]:.0e}",
-                     f"{first[name]:.2f}"])
-    return rows
+        row = [f"{name}", f"{n:,}", f"{med * scale:.{digits}f}", f"{ts.min() * scale:.{digits}f}",
+               f"{med / base:.2f}x", f"{diffs[name]:.0e}", f"{first[name]:.2f}"]
+        if stream is not None:
+            gbs = training_rows.bytes_read(data) / med / 1e9
+            row += [f"{gbs:.1f}", f"{gbs / stream[0]:.0%}", f"{gbs / stream[1]:.0%}"]
+        table.append(row)
+    return table
 
 
 CONFIGS = {"linear": [1_000_000], "softmax": [256, 4096], "mlp": [64, 1024]}
@@ -477,8 +488,24 @@ TITLES = {"linear": "Linear regression, MSE, SGD lr 0.1 (3 params)",
 
 def repeats(model: str, n: int, quick: bool) -> int:
     r = {("linear", 1_000_000): 40, ("softmax", 256): 400, ("softmax", 4096): 60,
-         ("mlp", 64): 400, ("mlp", 1024): 80}[(model, n)]
+         ("mlp", 64): 400, ("mlp", 1024): 80, ("logreg", 2_000_000): 30, ("gelu", 256): 200,
+         ("softmax", 1): 40}[(model, n)]
     return max(10, r // 4) if quick else r
+
+
+# issue 12's rows, besides the three above: row name -> (model, batch sizes, unit, calls in a
+# row per peer and round, title)
+NEW_TABLES = {
+    "logreg": ("logreg", [2_000_000], "ms", 1,
+               "Logistic regression, 16 features, softplus(z) - y*z, Adam lr 1e-3; GB/s: X and y "
+               "(136 MB) read once per step, against the streaming read bandwidth above"),
+    "gelu": ("gelu", [256], "ms", 1,
+             "784-256-10 GELU (erf) net, cross entropy, Adam lr 1e-3"),
+    "overhead": ("softmax", [1], "us", 100,
+                 "Per-call overhead: softmax regression 784 -> 10, SGD step at batch 1, "
+                 "microseconds per call; each round 100 calls in a row per peer"),
+}
+ROWS = [*CONFIGS, *NEW_TABLES, "digits", "latency"]
 
 
 # --- first-step latency, each in a fresh process --------------------------------------------
@@ -576,11 +603,34 @@ def first_step_latency(frameworks: list[str]) -> None:
     print_table(["", "softmax + SGD", "MLP + Adam", "processes"], rows)
 
 
+def parse_rows(argv: list[str]) -> tuple[list[str], bool]:
+    """The rows to run and --quick, from the command line (the usage text on a bad one)."""
+    usage = __doc__[__doc__.index("Run:"):]
+    chosen, quick, rest = None, False, list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--quick":
+            quick = True
+        elif arg == "--steps":
+            chosen = [r for r in ROWS if r not in ("digits", "latency")]
+        elif arg == "--latency":
+            chosen = ["latency"]
+        elif arg == "--rows" and rest or arg.startswith("--rows="):
+            names = (arg.partition("=")[2] if "=" in arg else rest.pop(0)).split(",")
+            unknown = [r for r in names if r not in ROWS]
+            if unknown:
+                sys.exit(f"--rows: unknown row {', '.join(unknown)}; the rows are "
+                         f"{','.join(ROWS)}\n{usage}")
+            chosen = names
+        else:
+            sys.exit(usage)
+    if chosen is None:  # everything; --quick leaves out the latency table (fresh processes)
+        chosen = [r for r in ROWS if not (quick and r == "latency")]
+    return chosen, quick
+
+
 def main(argv: list[str]) -> None:
-    if set(argv) - {"--quick", "--steps", "--latency"}:
-        sys.exit(__doc__[__doc__.index("Run:"):])
-    quick = "--quick" in argv
-    steps, latency = "--latency" not in argv, not quick and "--steps" not in argv
+    chosen, quick = parse_rows(argv)
     start = time.perf_counter()
     print("Full training steps: loss + gradients + optimizer update per call")
     print(machine_line())
@@ -590,7 +640,9 @@ def main(argv: list[str]) -> None:
         print(f"jax optimizer: {jax_optimizer(jax, 'mlp')[2]}")
     header = ["", "batch", "median ms", "min ms", "vs symgrad",
               f"max |dp| after {CHECK_STEPS}", "build+1st s"]
-    for model, sizes in (CONFIGS.items() if steps else ()):
+    for model, sizes in CONFIGS.items():
+        if model not in chosen:
+            continue
         rows = []
         for n in sizes:
             rows += bench(model, n, jax, torch, repeats(model, n, quick))
@@ -598,7 +650,30 @@ def main(argv: list[str]) -> None:
               f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}); "
               f"load average {load_average()}")
         print_table(header, rows)
-    if latency:
+    for name, (model, sizes, unit, block, title) in NEW_TABLES.items():
+        if name not in chosen:
+            continue
+        stream = None
+        if name == "logreg":  # the machine's ceiling for a streaming step, measured here
+            bw = streaming_read_bandwidth(repeat=3 if quick else 7)
+            stream = (bw["np.sum, 1 thread"], max(bw.values()))
+            print("\nstreaming read GB/s (1 GiB float32): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in bw.items()))
+        rows = []
+        for n in sizes:
+            rows += bench(model, n, jax, torch, repeats(model, n, quick), unit, stream, block)
+        print(f"\n{title}; medians of interleaved rounds "
+              f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}); "
+              f"load average {load_average()}")
+        unit_header = [h.replace(" ms", f" {unit}") for h in header]
+        print_table(unit_header + (["GB/s", "of 1-thread read", "of best read"] if stream
+                                   else []), rows)
+    if "digits" in chosen:
+        repeat = 1 if quick else 3
+        digits_header, rows = fit_digits.digits_table(jax, torch, repeat)
+        print(f"\n{fit_digits.title(repeat)}")
+        print_table(digits_header, rows)
+    if "latency" in chosen:
         first_step_latency(["symgrad"] + (["torch"] if torch is not None else [])
                            + (["jax"] if jax is not None else []))
     print(f"\nload average at end: {load_average()}; whole run "
