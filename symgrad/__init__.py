@@ -12,6 +12,7 @@ from symgrad.diff import grad, hessian, hvp, jacobian, simplify
 from symgrad.expr import *  # noqa: F403
 from symgrad.expr import __all__ as _expr_all
 from symgrad.expr import init
+from symgrad.expr.evaluate import params_of
 from symgrad.runtime import Function, function, get_num_threads, nn, optim, set_num_threads
 from symgrad.runtime.checkpoint import CheckpointError, load, save
 from symgrad.runtime.fit import History, fit
@@ -20,7 +21,7 @@ from symgrad.runtime.step import NonFiniteError, Step, compile_step
 from symgrad.runtime.watch import watch
 
 __version__ = "0.1.0"
-__all__ = [*_expr_all, "init", "Function", "function", "grad", "jacobian", "hessian", "hvp",
-           "simplify", "set_num_threads", "get_num_threads", "nn", "optim", "fit", "History",
-           "minimize", "Step", "compile_step", "NonFiniteError", "watch", "save", "load",
-           "CheckpointError"]
+__all__ = [*_expr_all, "init", "params_of", "Function", "function", "grad", "jacobian",
+           "hessian", "hvp", "simplify", "set_num_threads", "get_num_threads", "nn", "optim",
+           "fit", "History", "minimize", "Step", "compile_step", "NonFiniteError", "watch",
+           "save", "load", "CheckpointError"]

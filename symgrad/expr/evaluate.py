@@ -6,6 +6,7 @@ order, with every result cast to the node's declared dtype (float32 stays float3
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -50,24 +51,76 @@ def graph_inputs(nodes: Sequence[Expr]) -> dict[str, Expr]:
 _KIND_NAMES = {"f": "floating", "i": "integer", "u": "integer", "b": "bool"}
 
 
+def params_of(outputs: Outputs) -> list[Expr]:
+    """The parameters ``outputs`` (one node or a list) depend on, in graph order (sources
+    before users), each once: what ``sg.compile_step`` trains by default.
+
+    >>> sg.params_of(sg.mean((w * x + b - y) ** 2))
+    [<w: leaf float32 ()>, <b: leaf float32 ()>]
+    """
+    nodes, _ = as_outputs(outputs)
+    return [n for n in toposort(nodes) if n.op is PARAM]
+
+
+def merge_feeds(feeds: Mapping[Any, Any] | None, keywords: dict[str, Any],
+                what: str = "feeds") -> dict[str, Any]:
+    """One dict of feeds from a feed dict (TF1's ``feed_dict``: keys are input names or
+    input nodes) and keyword feeds; an input given in both is refused, naming it."""
+    if feeds is None:
+        return keywords
+    if not isinstance(feeds, Mapping):
+        raise TypeError(f"{what}: expected a dict of arrays by input name, got "
+                        f"{type(feeds).__name__}")
+    merged: dict[str, Any] = {}
+    for key, value in feeds.items():
+        name = key.name if isinstance(key, Expr) and key.op is INPUT else key
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: a feed dict's keys are input names or inputs "
+                            f"(sg.input), got {key!r}")
+        if name in merged:
+            raise ValueError(f"{what}: input {name!r} is in the feed dict twice (by name and "
+                             f"as a node)")
+        merged[name] = value
+    both = sorted(set(merged) & set(keywords))
+    if both:
+        raise ValueError(f"{what}: input{'s' if len(both) > 1 else ''} "
+                         f"{', '.join(map(repr, both))} given both in the feed dict and as a "
+                         f"keyword; give each once")
+    merged.update(keywords)
+    return merged
+
+
+def _missing_message(needed: Mapping[str, Expr], missing: list[str],
+                     feeds: Mapping[str, Any]) -> str:
+    """The missing inputs, each with the closest fed-but-unused name (a typo's target)."""
+    unused = sorted(str(k) for k in feeds if k not in needed)
+    parts = []
+    for name in missing:
+        part = f"{name!r} ({needed[name].dtype} {fmt(needed[name].shape)}"
+        close = difflib.get_close_matches(name, unused, n=1)
+        if close:
+            part += f"; did you mean {close[0]!r}, which was fed but is not used?"
+        parts.append(part + ")")
+    text = f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(parts)}"
+    if unused and not any("did you mean" in p for p in parts):
+        text += f"; fed but not used: {', '.join(map(repr, unused))}"
+    return text
+
+
 def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
         dict[str, np.ndarray], dict[str, int]]:
     """Check every feed against its input before anything runs.
 
     Returns the arrays (cast to the inputs' dtypes) and the sizes bound to symbolic
-    dimensions. Raises ``ValueError`` (missing or unknown name, wrong rank or size, a
-    symbolic dimension bound twice) or ``TypeError`` (not an array, wrong dtype kind).
+    dimensions. Feeds the graph does not use are ignored (one data dict serves a loss, its
+    gradients and a Hessian that needs fewer inputs); a misspelt name shows as a missing
+    input, whose message names the closest unused feed. Raises ``ValueError`` (missing
+    name, wrong rank or size, a symbolic dimension bound twice) or ``TypeError`` (not an
+    array, wrong dtype kind).
     """
-    unknown = sorted(set(feeds) - set(needed))
-    if unknown:
-        raise ValueError(f"unknown input{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(map(repr, unknown))}: this graph's inputs are "
-                         f"{', '.join(map(repr, sorted(needed))) or 'none'}")
     missing = sorted(set(needed) - set(feeds))
     if missing:
-        parts = [f"{name!r} ({needed[name].dtype} {fmt(needed[name].shape)})"
-                 for name in missing]
-        raise ValueError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(parts)}")
+        raise ValueError(_missing_message(needed, missing, feeds))
     arrays: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
     bound_by: dict[str, str] = {}
@@ -117,11 +170,12 @@ class FeedChecker:
     """``check_feeds`` then ``check_dims_bound`` for one graph's inputs, with a fast path.
 
     It remembers the last feeds that passed both checks when every feed was already an
-    array of its input's own dtype (the check returned the feeds themselves). Feeds with
-    the same names whose arrays have the same dtypes and shapes would pass the full check
-    again with the same sizes and the same arrays, so they are returned as they are;
-    anything else (a name, dtype or shape that differs, a list) takes the full check and
-    raises exactly what it raises.
+    array of its input's own dtype (the check returned the feeds themselves). Feeds whose
+    arrays for the same inputs have the same dtypes and shapes would pass the full check
+    again with the same sizes and the same arrays, so they are returned as they are (feeds
+    the graph does not use are ignored, as the full check ignores them); anything else (a
+    missing name, a dtype or shape that differs, a list) takes the full check and raises
+    exactly what it raises.
     """
 
     __slots__ = ("needed", "dims", "_last")
@@ -133,7 +187,7 @@ class FeedChecker:
     def __call__(self, feeds: Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
                                                           dict[str, int]]:
         last = self._last  # one read: another thread may replace it meanwhile
-        if last is not None and len(feeds) == len(last[0]):
+        if last is not None:
             arrays: dict[str, np.ndarray] = {}
             for name, dtype, shape in last[0]:  # sorted, as check_feeds orders its arrays
                 value = feeds.get(name)
@@ -200,16 +254,20 @@ def run_graph(nodes: Sequence[Expr], arrays: Mapping[str, np.ndarray],
     return [values[n].copy() if n.op is INPUT or n.op is CONST else values[n] for n in nodes]
 
 
-def evaluate(outputs: Outputs, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+def evaluate(outputs: Outputs, feeds: Mapping[Any, Any] | None = None, /,
+             **keywords: Any) -> np.ndarray | tuple[np.ndarray, ...]:
     """Evaluate ``outputs`` with NumPy; one node gives one array, a list gives a tuple.
 
-    Only the inputs the outputs depend on are needed; parameters use their current values.
+    Feeds are keywords by input name, a dict (``sg.evaluate(loss, batch)``, keyed by name
+    or input node), or both. Only the inputs the outputs depend on are needed (others fed
+    are ignored); parameters use their current values.
 
     >>> x, y = sg.inputs("x y")
     >>> w = sg.param("w", init=2.0)
     >>> sg.evaluate(sg.mean((w * x - y) ** 2), x=[1.0, 2.0], y=[2.0, 4.0])
     array(0., dtype=float32)
     """
+    feeds = merge_feeds(feeds, keywords, "evaluate")
     nodes, single = as_outputs(outputs)
     arrays, sizes = check_feeds(graph_inputs(nodes), feeds)
     check_dims_bound(nodes, sizes)

@@ -177,6 +177,20 @@ class Expr:
     def __ge__(self, o: Operand) -> Expr: return F.greater_equal(self, o)
     def __getitem__(self, key: Any) -> Expr: return F.index(self, key)
 
+    # NumPy's protocols: np.exp(x), np.sum(x, axis=1), np.ones(3) + x build nodes
+    # (the tables are in numpy_protocol.py)
+    __array_priority__ = 1000
+
+    def __array_ufunc__(self, ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        from symgrad.expr.numpy_protocol import array_ufunc
+
+        return array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs) -> Any:
+        from symgrad.expr.numpy_protocol import array_function
+
+        return array_function(func, types, args, kwargs)
+
     def __bool__(self) -> bool:
         raise TypeError("a symgrad expression has no truth value; use sg.where for choices")
 

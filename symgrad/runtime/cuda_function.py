@@ -97,7 +97,7 @@ class CUDAFunction(CompiledFunction):
         host, on_device = {}, {}
         for name, value in feeds.items():
             iface = getattr(value, "__cuda_array_interface__", None)
-            if iface is None:
+            if iface is None or name not in self.inputs:  # an unused feed is ignored
                 host[name] = value
                 continue
             dtype, shape = np.dtype(iface["typestr"]), tuple(iface["shape"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from symgrad.expr.evaluate import (
     check_dims_bound,
     check_feeds,
     graph_inputs,
+    merge_feeds,
     run_graph,
     symbolic_dims,
 )
@@ -25,7 +26,7 @@ class Function:
     one array out; a list in, a tuple out.
 
     >>> f = sg.function([loss, pred], backend="llvm")
-    >>> value, p = f(x=xs, y=ys)
+    >>> value, p = f(x=xs, y=ys)           # or f({"x": xs, "y": ys})
     >>> print(f.plan)          # what each compiled kernel computes, pass by pass
     """
 
@@ -50,8 +51,12 @@ class Function:
 
             self._compiled = CUDAFunction(self.outputs, fast_math=fast_math)
 
-    def __call__(self, **feeds: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        results = self.run(feeds)
+    def __call__(self, feeds: Mapping[Any, Any] | None = None, /,
+                 **keywords: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The outputs for feeds given as keywords, a dict (``f(batch)``) or both; inputs
+        the outputs do not use may be fed and are ignored."""
+        results = self.run(keywords if feeds is None else
+                           merge_feeds(feeds, keywords, "function call"))
         return results[0] if self._single else tuple(results)
 
     def run(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,

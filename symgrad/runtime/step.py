@@ -15,14 +15,14 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from symgrad.diff import grad, simplify
 from symgrad.expr import functions as F
 from symgrad.expr import tensors
-from symgrad.expr.evaluate import check_feeds, graph_inputs
+from symgrad.expr.evaluate import check_feeds, graph_inputs, merge_feeds
 from symgrad.expr.leaves import PARAM, param
 from symgrad.expr.node import Expr, toposort
 from symgrad.runtime.function import Function
@@ -136,7 +136,10 @@ class Step:
         self._dropped = set(self._model_inputs) != set(self._function.inputs)
 
     # -- running -----------------------------------------------------------------------
-    def __call__(self, **batch: Any) -> float:
+    def __call__(self, batch: Mapping[Any, Any] | None = None, /, **keywords: Any) -> float:
+        """One step on a batch given as keywords, a dict (``step(batch)``) or both; returns
+        the loss before the update. Columns the loss does not use are ignored."""
+        batch = keywords if batch is None else merge_feeds(batch, keywords, "step")
         self._sync_hyper()
         for v in batch.values():
             if (v.shape if isinstance(v, np.ndarray) else _shape(v))[:1] == (0,):
@@ -219,11 +222,13 @@ class Step:
                              f", got {policy!r}")
         self._on_nonfinite = policy
 
-    def evaluate(self, **batch: Any) -> float:
-        """The loss on ``batch`` without updating anything (e.g. a validation loss)."""
+    def evaluate(self, batch: Mapping[Any, Any] | None = None, /, **keywords: Any) -> float:
+        """The loss on ``batch`` (a dict, keywords or both) without updating anything (e.g.
+        a validation loss)."""
         if self._loss_only is None:
             self._loss_only = Function(self.loss, self.backend, self.fast_math)
-        return float(self._loss_only(**batch))
+        return float(self._loss_only(
+            keywords if batch is None else merge_feeds(batch, keywords, "step.evaluate")))
 
     def _sync_hyper(self) -> None:
         """Write each hyperparameter whose value changed since it was last written (a

@@ -34,7 +34,7 @@ def ops_in(e: Expr | list) -> set[str]:
 
 
 def needed_feeds(outputs: list, feeds: dict) -> dict:
-    """Only the feeds the outputs read (an unknown name is an error)."""
+    """Only the feeds the outputs read (feeds they do not read are dropped)."""
     names = graph_inputs(list(outputs))
     return {k: v for k, v in feeds.items() if k in names}
 

@@ -405,7 +405,7 @@ def _good_feeds(n=4):
 BAD_FEEDS = {
     "missing": lambda f: {k: v for k, v in f.items() if k != "y"},
     "two_missing": lambda f: {k: v for k, v in f.items() if k not in ("y", "X")},
-    "unknown": lambda f: {**f, "z": np.zeros(4, np.float32)},
+    "typo": lambda f: {**{k: v for k, v in f.items() if k != "y"}, "yy": f["y"]},
     "wrong_rank": lambda f: {**f, "X": f["X"][:, 0]},
     "wrong_rank_scalar": lambda f: {**f, "scale": np.ones(1, np.float32)},
     "wrong_size": lambda f: {**f, "X": np.zeros((4, 2), np.float32)},

@@ -55,7 +55,7 @@ BAD_FEEDS = {
     "labels that do not fit": lambda g: dict(g, y=np.array([0, 1, 2, 2**40], np.int64)),
     "a batch that disagrees": lambda g: dict(g, y=g["y"][:3]),
     "missing input": lambda g: {"X": g["X"]},
-    "unknown input": lambda g: dict(g, Z=g["X"]),
+    "a typo": lambda g: {"X": g["X"], "yy": g["y"]},  # y missing, yy not used
     "a string": lambda g: dict(g, X="not an array"),
 }
 

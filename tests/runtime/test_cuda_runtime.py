@@ -319,7 +319,7 @@ def _bad_step_batches(good: dict) -> dict:
     X, labels = good["X"], good["labels"]
     return {
         "missing_input": {"X": X},
-        "unknown_input": {**good, "z": np.zeros(3, np.float32)},
+        "typo": {"X": X, "label": labels},  # labels missing, label not used
         "wrong_shape": {**good, "X": X[:, :-1]},
         "wrong_rank": {**good, "X": X[0]},
         "n_bound_twice": {**good, "labels": labels[:-1]},

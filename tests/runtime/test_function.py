@@ -87,8 +87,10 @@ def test_checks_feeds_on_every_call():
         f()
     with pytest.raises(TypeError, match="'x'"):
         f(x="abc")
-    with pytest.raises(ValueError, match="unknown input"):
-        f(x=np.ones(3, np.float32), y=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="missing input: 'x'.*did you mean 'xs'"):
+        f(xs=np.ones(3, np.float32))  # a misspelt name: x is missing, xs is not used
+    np.testing.assert_array_equal(f(x=np.ones(3, np.float32), y=np.ones(3, np.float32)),
+                                  [2.0, 2.0, 2.0])  # y is not used: ignored
     np.testing.assert_array_equal(f(x=np.ones(2, np.float32)), [2.0, 2.0])
 
 

@@ -303,7 +303,7 @@ def assert_unchanged(step, snap):
 
 BAD_FEEDS = {
     "missing input": lambda b: {"X": b["X"]},
-    "unknown input": lambda b: {**b, "Z": b["X"]},
+    "a typo": lambda b: {"X": b["X"], "label": b["labels"]},  # labels missing
     "float labels": lambda b: {**b, "labels": b["labels"].astype(np.float32)},
     "int images": lambda b: {**b, "X": b["X"].astype(np.int32)},
     "wrong width": lambda b: {**b, "X": b["X"][:, :-1]},

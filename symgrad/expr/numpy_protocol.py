@@ -1,0 +1,308 @@
+"""NumPy's functions on symgrad expressions: ``np.exp(x)``, ``np.sum(e, axis=1)``.
+
+``Expr`` implements NumPy's two override protocols (NEP 13 ``__array_ufunc__`` and NEP 18
+``__array_function__``, as Dask and JAX arrays do), so a NumPy ufunc or function given an
+expression builds an expression, and ``np.ones(3) + x`` (an array on the left) gives a node
+rather than an object array of nodes. Each supported NumPy function maps to one symgrad
+builder in the tables below; anything else raises a ``TypeError`` naming the NumPy function
+and the nearest symgrad function. Keyword arguments NumPy defines are either honoured
+(``axis``, ``keepdims``, ``dtype``) or refused with a ``TypeError`` that says why: ``out=``
+(expressions are immutable), ``where=`` masks, ``initial=``, ``order``, ``casting``, ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from symgrad.expr import functions as F
+from symgrad.expr import tensors as T
+from symgrad.expr.node import Expr
+
+# NumPy's "argument not given" marker (``np._NoValue``): a keyword left at it was not given.
+_NOVALUE = getattr(np, "_NoValue", object())
+_OPERAND_TYPES = (Expr, np.ndarray, np.generic, bool, int, float, list, tuple)
+
+
+def _np_name(f: Any) -> str:
+    """``np.sum``, ``np.linalg.norm``, ``np.add``: how the user spelled the function."""
+    module = getattr(f, "__module__", None) or "numpy"
+    module = "np" + module[len("numpy"):] if module.startswith("numpy") else module
+    return f"{module}.{getattr(f, '__name__', repr(f))}"
+
+
+# NumPy names whose counterpart difflib would not find by spelling
+_COUNTERPARTS = {"stack": "concat", "hstack": "concat", "vstack": "concat",
+                 "expand_dims": "reshape", "squeeze": "reshape", "ravel": "reshape",
+                 "einsum": "matmul", "tensordot": "matmul", "inner": "dot"}
+
+
+def nearest_symgrad_name(name: str) -> str:
+    """The public symgrad function whose name is closest to ``name`` (difflib's ratio)."""
+    import symgrad
+
+    if name in _COUNTERPARTS:
+        return _COUNTERPARTS[name]
+    names = [n for n in symgrad.__all__ if n[:1].islower() and callable(getattr(symgrad, n))]
+    return (difflib.get_close_matches(name, names, n=1, cutoff=0.0) or ["function"])[0]
+
+
+def unsupported(what: str, name: str) -> TypeError:
+    """The error for a NumPy function or ufunc method symgrad has no counterpart for."""
+    return TypeError(f"{what} is not supported on symgrad expressions; the nearest symgrad "
+                     f"function is sg.{nearest_symgrad_name(name)} (or evaluate the expression "
+                     f"first with sg.evaluate)")
+
+
+def _refuse(fname: str, keyword: str, why: str) -> TypeError:
+    return TypeError(f"{fname}(..., {keyword}=...) on a symgrad expression: {why}")
+
+
+def _no_out(fname: str, out: Any) -> None:
+    outs = out if isinstance(out, tuple) else (out,)
+    if any(o is not None for o in outs):
+        raise _refuse(fname, "out", "expressions are immutable and cannot be written into; "
+                      "use the returned expression")
+
+
+def _no_where(fname: str, where: Any, hint: str) -> None:
+    if where is not _NOVALUE and where is not True:
+        raise _refuse(fname, "where", f"masks are not supported; {hint}")
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is _NOVALUE else value
+
+
+def _cast_all(values: tuple, dtype: Any) -> tuple:
+    """Operands converted to ``dtype`` (NumPy's ``dtype=``: the loop's type)."""
+    return tuple(F.cast(v, dtype) for v in values)
+
+
+# -- ufuncs (np.add, np.exp, ... and ndarray operators with an expression on the right) ------
+
+def _positive(x: Any) -> Expr:
+    return F.as_expr(x)
+
+
+_COMPARISONS = {np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal}
+
+# NumPy ufunc -> symgrad builder, one entry per ufunc
+UFUNCS: dict[np.ufunc, Callable[..., Expr]] = {
+    np.add: F.add,
+    np.subtract: F.subtract,
+    np.multiply: F.multiply,
+    np.divide: F.divide,  # np.true_divide is the same ufunc
+    np.power: F.power,
+    np.negative: F.negative,
+    np.positive: _positive,
+    np.maximum: F.maximum,
+    np.minimum: F.minimum,
+    np.less: F.less,
+    np.less_equal: F.less_equal,
+    np.greater: F.greater,
+    np.greater_equal: F.greater_equal,
+    np.equal: F.equal,
+    np.not_equal: F.not_equal,
+    np.exp: F.exp,
+    np.log: F.log,
+    np.log1p: F.log1p,
+    np.expm1: F.expm1,
+    np.sqrt: F.sqrt,
+    np.square: F.square,
+    np.sin: F.sin,
+    np.cos: F.cos,
+    np.tan: F.tan,
+    np.tanh: F.tanh,
+    np.absolute: F.abs,  # np.abs is the same ufunc
+    np.sign: F.sign,
+    np.matmul: T.matmul,
+}
+
+# ufunc.reduce -> the symgrad reduction (NumPy's default axis for reduce is 0)
+UFUNC_REDUCES: dict[np.ufunc, Callable[..., Expr]] = {
+    np.add: T.sum,
+    np.maximum: T.max,
+    np.minimum: T.min,
+}
+
+# keywords a ufunc call may carry at their defaults (anything else is refused)
+_UFUNC_DEFAULTS = {"casting": "same_kind", "order": "K", "subok": True, "signature": None}
+
+
+def array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> Any:
+    """``Expr.__array_ufunc__``: the symgrad node for ``ufunc(*inputs, **kwargs)``."""
+    if not all(isinstance(v, _OPERAND_TYPES) for v in inputs):
+        return NotImplemented  # another array library's object: let NumPy ask it
+    fname = _np_name(ufunc) if method == "__call__" else f"{_np_name(ufunc)}.{method}"
+    kwargs = dict(kwargs)
+    _no_out(fname, kwargs.pop("out", None))
+    _no_where(fname, kwargs.pop("where", True), "use np.where(mask, f(x), x) instead")
+    dtype = kwargs.pop("dtype", None)
+    if method == "reduce":
+        return _ufunc_reduce(ufunc, fname, inputs, dtype, kwargs)
+    if method != "__call__":
+        raise TypeError(f"{fname} is not supported on symgrad expressions: of a ufunc's "
+                        f"methods only the call itself and .reduce (of np.add, np.maximum, "
+                        f"np.minimum) are")
+    for key, value in kwargs.items():
+        if key not in _UFUNC_DEFAULTS or value != _UFUNC_DEFAULTS[key]:
+            raise _refuse(fname, key, "this keyword is not supported")
+    build = UFUNCS.get(ufunc)
+    if build is None:
+        raise unsupported(fname, ufunc.__name__)
+    if dtype is not None:
+        if ufunc in _COMPARISONS:
+            raise _refuse(fname, "dtype", "a comparison gives bool; cast the operands instead")
+        inputs = _cast_all(inputs, dtype)
+    return build(*inputs)
+
+
+def _ufunc_reduce(ufunc: np.ufunc, fname: str, inputs: tuple, dtype: Any,
+                  kwargs: dict) -> Expr:
+    reduce = UFUNC_REDUCES.get(ufunc)
+    if reduce is None:
+        raise unsupported(fname, f"{ufunc.__name__}_reduce")
+    if len(inputs) != 1:
+        raise TypeError(f"{fname} takes one array, got {len(inputs)}")
+    axis, keepdims = kwargs.pop("axis", 0), kwargs.pop("keepdims", False)
+    if "initial" in kwargs:
+        raise _refuse(fname, "initial", "an initial value is not supported; add it to the "
+                      "result instead")
+    if kwargs:
+        raise _refuse(fname, next(iter(kwargs)), "this keyword is not supported")
+    (x,) = inputs if dtype is None else _cast_all(inputs, dtype)
+    return reduce(x, axis, keepdims)
+
+
+# -- NumPy functions (np.sum, np.reshape, ...): adapters with NumPy's signatures ---------------
+
+def _sum(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, initial=_NOVALUE,
+         where=_NOVALUE):
+    _no_out("np.sum", out)
+    _no_where("np.sum", where, "use np.sum(np.where(mask, x, 0)) instead")
+    if initial is not _NOVALUE:
+        raise _refuse("np.sum", "initial", "add the initial value to the result instead")
+    a = a if dtype is None else F.cast(a, dtype)
+    return T.sum(a, axis, _given(keepdims, False))
+
+
+def _mean(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, *, where=_NOVALUE):
+    _no_out("np.mean", out)
+    _no_where("np.mean", where, "divide a masked np.sum by the mask's count instead")
+    a = a if dtype is None else F.cast(a, dtype)
+    return T.mean(a, axis, _given(keepdims, False))
+
+
+def _extremum(name: str, reduce: Callable[..., Expr]) -> Callable[..., Expr]:
+    def f(a, axis=None, out=None, keepdims=_NOVALUE, initial=_NOVALUE, where=_NOVALUE):
+        _no_out(name, out)
+        _no_where(name, where, f"use {name}(np.where(mask, x, fill)) instead")
+        if initial is not _NOVALUE:
+            raise _refuse(name, "initial", "take np.maximum/np.minimum of the result and the "
+                          "initial value instead")
+        return reduce(a, axis, _given(keepdims, False))
+    return f
+
+
+def _argmax(a, axis=None, out=None, *, keepdims=_NOVALUE):
+    _no_out("np.argmax", out)
+    return T.argmax(a, axis, _given(keepdims, False))
+
+
+def _dot(a, b, out=None):
+    _no_out("np.dot", out)
+    return T.dot(a, b)
+
+
+def _transpose(a, axes=None):
+    return T.transpose(a, axes)
+
+
+def _reshape(a, shape=_NOVALUE, order="C", *, newshape=_NOVALUE, copy=None):
+    # ``newshape`` is NumPy < 2.1's name; ``copy`` means nothing for an immutable node
+    if shape is _NOVALUE and newshape is _NOVALUE:
+        raise TypeError("np.reshape: the new shape is missing")
+    if order != "C":
+        raise _refuse("np.reshape", "order", f"only row-major order 'C' is supported, got "
+                      f"{order!r}")
+    return T.reshape(a, newshape if shape is _NOVALUE else shape)
+
+
+def _concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _no_out("np.concatenate", out)
+    if casting != "same_kind":
+        raise _refuse("np.concatenate", "casting", "only the default 'same_kind' is supported")
+    arrays = list(arrays)
+    if axis is None:  # NumPy flattens every array first
+        arrays, axis = [T.reshape(v, (-1,)) for v in arrays], 0
+    if dtype is not None:
+        arrays = list(_cast_all(tuple(arrays), dtype))
+    return T.concat(arrays, axis)
+
+
+def _where(condition, x=_NOVALUE, y=_NOVALUE):
+    if x is _NOVALUE or y is _NOVALUE:
+        raise TypeError("np.where(condition) with one argument (the indices where it holds) "
+                        "has a data-dependent shape; use np.where(condition, x, y)")
+    return F.where(condition, x, y)
+
+
+def _clip(a, a_min=_NOVALUE, a_max=_NOVALUE, out=None, *, min=_NOVALUE,  # noqa: A002
+          max=_NOVALUE, **kwargs):  # noqa: A002 - NumPy's names
+    _no_out("np.clip", out)
+    if kwargs:
+        raise _refuse("np.clip", next(iter(kwargs)), "this keyword is not supported")
+    lo = _given(a_min, _given(min, None))
+    hi = _given(a_max, _given(max, None))
+    return F.clip(a, lo, hi)
+
+
+def _broadcast_to(array, shape, subok=False):
+    return T.broadcast_to(array, shape)
+
+
+def _shape(a):
+    return F.as_expr(a).shape
+
+
+def _ndim(a):
+    return F.as_expr(a).ndim
+
+
+# NumPy function -> adapter, one entry per function (np.amax and np.max are distinct objects)
+FUNCTIONS: dict[Callable, Callable[..., Any]] = {
+    np.sum: _sum,
+    np.mean: _mean,
+    np.max: _extremum("np.max", T.max),
+    np.amax: _extremum("np.amax", T.max),
+    np.min: _extremum("np.min", T.min),
+    np.amin: _extremum("np.amin", T.min),
+    np.argmax: _argmax,
+    np.dot: _dot,
+    np.transpose: _transpose,
+    np.reshape: _reshape,
+    np.concatenate: _concatenate,
+    np.where: _where,
+    np.clip: _clip,
+    np.broadcast_to: _broadcast_to,
+    np.shape: _shape,
+    np.ndim: _ndim,
+}
+
+
+def array_function(func: Callable, types: tuple, args: tuple, kwargs: dict) -> Any:
+    """``Expr.__array_function__``: the symgrad node for ``func(*args, **kwargs)``."""
+    if not all(issubclass(t, (Expr, np.ndarray)) for t in types):
+        return NotImplemented
+    adapter = FUNCTIONS.get(func)
+    if adapter is None:
+        raise unsupported(_np_name(func), getattr(func, "__name__", ""))
+    try:
+        inspect.signature(adapter).bind(*args, **kwargs)
+    except TypeError as exc:  # Python's message would name the adapter, not NumPy's function
+        raise TypeError(f"{_np_name(func)}: {exc}") from None
+    return adapter(*args, **kwargs)
