@@ -70,9 +70,9 @@ def _thread_setter():
 
 
 def set_threads(count: int) -> None:
-    """How many threads the calling thread's next GEMM calls may use: 1 when symgrad has
-    split the pass over its own threads (no oversubscription), all of symgrad's threads
-    when one thread runs the pass."""
+    """How many threads the calling thread's next GEMM calls may use. symgrad's kernels
+    use 1: the pass is split over symgrad's own threads, and OpenBLAS's spinning threads
+    inside a one-thread pass ran the 784-256-10 step 20x slower on a busy 2-core machine."""
     setter = _thread_setter()
     if setter is not None and getattr(_calling, "threads", None) != count:
         setter(count)

@@ -345,7 +345,7 @@ class LLVMFunction(CompiledFunction):
         if p.threads_slot >= 0:
             s.dims[p.threads_slot] = threads
         if threads == 1:
-            blas.set_threads(get_num_threads())
+            blas.set_threads(1)
             fn(s.addresses[0], s.dims_address, 0, p.n)
             return
         # the caller's thread runs the first slice, the pool the others. Ctrl-C waits for
