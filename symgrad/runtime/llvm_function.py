@@ -15,7 +15,6 @@ import hashlib
 import inspect
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
@@ -25,29 +24,28 @@ from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs
-from symgrad.runtime import jit
+from symgrad.runtime import jit, native_pool
 from symgrad.runtime.compiled import (
     CompiledFunction,
     commit_on_host,
     distinct_arrays,
     leaf_result,
 )
-from symgrad.runtime.signals import deferred_signals
 from symgrad.runtime.threads import get_num_threads
 
 KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_int64)
 # A pass is split across threads only when each thread gets about this many operations
-# (~1-2 ms of work): below that, handing work to the pool and combining partials cost more
-# than they save (bench/README.md: a 256-sample softmax step was 3x slower on 2 threads).
-MIN_WORK_PER_THREAD = 8_000_000
+# (~100 us of work): a split on the native pool costs ~2-3 us while its workers spin, ~45 us
+# to wake them after they slept (bench/README.md)
+MIN_WORK_PER_THREAD = 500_000
 # A call's reusable scratch (arena, partials, tables) is kept for the next call when it is
 # at most this big, for at most this many sets of sizes: enough for a training loop's batch
 # sizes and an evaluation's; a larger call allocates its own (its work dwarfs the cost).
 SCRATCH_CACHE_BYTES = 16 << 20
 IDLE_SCRATCH = 4
-_pool: ThreadPoolExecutor | None = None
-WORKER_STACK_BYTES = 64 << 20
+_pool: Any = None
+_pool_lock = threading.Lock()
 _addressof, _char_at = ctypes.addressof, ctypes.c_char.from_buffer
 
 
@@ -61,27 +59,16 @@ def _address(a: np.ndarray) -> int:
         return a.ctypes.data
 
 
-def _thread_pool() -> ThreadPoolExecutor:
-    """One pool for the process: a pass reuses its threads instead of starting new ones."""
+def _thread_pool() -> Any:
+    """One pool for the process (``native_pool``: workers waiting in native code, so a
+    split costs microseconds), grown when the thread count grows."""
     global _pool
-    if _pool is None or _pool._max_workers < get_num_threads():
-        count = get_num_threads()
-        # a pass keeps its tile scratch on the stack (up to a few MiB): the pool's threads
-        # get large stacks, all started now while the size is set (it is process-wide)
-        before = threading.stack_size(WORKER_STACK_BYTES)
-        try:
-            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="symgrad")
-            started = threading.Barrier(count)
-            wait([_pool.submit(started.wait) for _ in range(count)])
-        finally:
-            threading.stack_size(before)
-    return _pool
-
-
-def _one_blas_thread(fn, table, dims, start: int, stop: int) -> None:
-    """A slice of a pass split over threads: its BLAS calls stay on this thread."""
-    blas.set_threads(1)
-    fn(table, dims, start, stop)
+    with _pool_lock:
+        if _pool is None or _pool.threads < get_num_threads():
+            old, _pool = _pool, native_pool.new_pool(get_num_threads())
+            if old is not None:
+                old.close()
+        return _pool
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,6 +98,7 @@ class LLVMFunction(CompiledFunction):
                               repr(self._index) + repr(self._dim_index)).encode()).hexdigest()
         names = [k.name for k in self.program.kernels]
         self.library = jit.get_or_compile(key, lambda: self.source, names)
+        self._kernel_addresses = [self.library.address(k.name) for k in self.program.kernels]
         self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
                          self.program.kernels]
         self._layout()
@@ -285,7 +273,7 @@ class LLVMFunction(CompiledFunction):
                         (1, b) for o, b in zip(prog.outputs, buffer_of)]
         plan.kept_results = [i for i, (kind, _) in enumerate(plan.results) if kind == 1]
         plan.stages, plan.partials, plan.max_threads = [], {}, 1
-        for stage in prog.stages:
+        for k, stage in enumerate(prog.stages):
             if stage % 2 == 0:
                 plan.stages.append(None)
                 continue
@@ -293,7 +281,7 @@ class LLVMFunction(CompiledFunction):
             work = n * prog.work_per_sample.get(stage, 1)
             threads = max(1, min(threads_wanted, work // min_work, n // 64))
             p = _Pass(n, threads, [n * t // threads for t in range(threads + 1)])
-            p.threads_slot = threads_slot
+            p.threads_slot, p.kernel = threads_slot, k
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]
                 shaped = bound(shape)
@@ -348,31 +336,22 @@ class LLVMFunction(CompiledFunction):
             blas.set_threads(1)
             fn(s.addresses[0], s.dims_address, 0, p.n)
             return
-        # the caller's thread runs the first slice, the pool the others. Ctrl-C waits for
-        # the workers: raised while they still write into this call's partials and arena,
-        # it would free them under the workers' feet (a segfault)
-        bounds = p.bounds
-        with deferred_signals():
-            pool = _thread_pool()
-            futures = [pool.submit(_one_blas_thread, fn, t, s.dims_address, lo, hi)
-                       for t, lo, hi in zip(s.addresses[1:threads], bounds[1:-1], bounds[2:])]
-            try:
-                _one_blas_thread(fn, s.addresses[0], s.dims_address, bounds[0], bounds[1])
-            finally:
-                wait(futures)
-            for f in futures:
-                f.result()
+        # the caller's thread runs the first slice, the pool's workers the others (a run
+        # cannot be interrupted: a Ctrl-C is raised once every slice is done)
+        _thread_pool().run(self._kernel_addresses[p.kernel], s.addresses[:threads],
+                           s.dims_address, p.bounds)
 
 
 class _Pass:
     """One pass over the batch for one set of sizes: its samples, threads and slices, and
     how each accumulator is combined."""
 
-    __slots__ = ("n", "threads", "bounds", "threads_slot")
+    __slots__ = ("n", "threads", "bounds", "threads_slot", "kernel")
 
     def __init__(self, n: int, threads: int, bounds: list[int]):
         self.n, self.threads, self.bounds = n, threads, bounds
         self.threads_slot = -1  # where the dims hold the thread count, for the combine
+        self.kernel = -1  # which of the program's kernels
 
 
 class _Plan:

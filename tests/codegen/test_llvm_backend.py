@@ -22,6 +22,7 @@ value N times (``_batch_tolerance``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import re
 
 import backend_cases as bc
@@ -45,6 +46,7 @@ from symgrad.expr.ops_index import SCATTER, normalize_key
 from symgrad.expr.table import ALL_OPS
 from symgrad.runtime import jit
 from symgrad.runtime import llvm_function as llvm_fn
+from symgrad.runtime.llvm_function import KERNEL_TYPE
 
 F32, F64 = bc.F32, bc.F64
 BIG_N = 40009  # a prime: the two threads' slices differ in length
@@ -84,8 +86,13 @@ def record_slices(fn):
             kernel(table, dims, start, stop)
         return call
 
+    wrapped = [wrap(k) for k in compiled._kernels]
+    # the thread pool calls kernels by address: callbacks into the wrappers (kept alive here)
+    callbacks = [KERNEL_TYPE(w) for w in wrapped]
+    addresses = [ctypes.cast(c, ctypes.c_void_p).value for c in callbacks]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compiled, "_kernels", [wrap(k) for k in compiled._kernels])
+        mp.setattr(compiled, "_kernels", wrapped)
+        mp.setattr(compiled, "_kernel_addresses", addresses)
         yield calls
 
 

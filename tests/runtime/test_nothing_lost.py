@@ -4,7 +4,9 @@ results equal to the reference where user names or computed values could confuse
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -226,19 +228,29 @@ def test_ctrl_c_during_a_threaded_pass_waits_for_the_workers(monkeypatch):
         h = sg.tanh(h @ W)
     f = sg.function(sg.sum(h, axis=1))
     Xs = np.ones((200_000, 32), np.float32)
-    real_pool, futures = llvm_function._thread_pool(), []
+    real_pool, finished = llvm_function._thread_pool(), []
 
     class InterruptingPool:
-        def submit(self, *args):
-            futures.append(real_pool.submit(*args))
-            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the workers run
-            return futures[-1]
+        threads = real_pool.threads
+
+        def run(self, *args):
+            # Ctrl-C from another thread while the workers run
+            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                return real_pool.run(*args)
+            finally:
+                finished.append(True)  # every slice was done before anything else ran
 
     monkeypatch.setattr(llvm_function, "_thread_pool", lambda: InterruptingPool())
     try:
         with pytest.raises(KeyboardInterrupt):
-            f(X=Xs)
-        assert futures and all(fut.done() for fut in futures)
+            for _ in range(50):  # (the timer may fire after a short run: try again)
+                f(X=Xs)
+        assert finished
+        monkeypatch.undo()
+        monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)
+        np.testing.assert_allclose(f(X=Xs[:1000]), sg.evaluate(f.outputs[0], X=Xs[:1000]),
+                                   rtol=1e-5)
     finally:
         sg.set_num_threads(before)
 
