@@ -2,8 +2,8 @@
 
 Grouped into named sets that compose with ``+``: ``IDENTITIES`` (algebraic identities and
 shape no-ops), ``REDUCTIONS`` (sums of broadcasts, scalar factors out of sums and means),
-``STABILIZE`` (numerically stable forms), ``STRUCTURE`` (banded Jacobians and Hessians,
-in ``rules_band.py``). Each rule holds where the original is defined;
+``STABILIZE`` (numerically stable forms, in ``rules_stable.py``), ``STRUCTURE`` (banded
+Jacobians and Hessians, in ``rules_band.py``). Each rule holds where the original is defined;
 ``tests/diff/test_simplify.py`` checks every one on random inputs.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from symgrad.diff.collect import product_factors, rebuild_product
 from symgrad.diff.patterns import Rule, RuleSet, Var, op
 from symgrad.diff.rules_band import STRUCTURE
+from symgrad.diff.rules_stable import STABILIZE
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
@@ -21,12 +22,11 @@ x, y, c = Var("x"), Var("y"), Var("c")
 scalar = Var("s", lambda n: n.ndim == 0)
 
 add, sub, mul, div, pow_ = op("add"), op("subtract"), op("multiply"), op("divide"), op("power")
-neg, exp, log, log1p, sqrt = op("negative"), op("exp"), op("log"), op("log1p"), op("sqrt")
-sigmoid, where = op("sigmoid"), op("where")
+neg, exp, log, sqrt, where = op("negative"), op("exp"), op("log"), op("sqrt"), op("where")
 reshape, broadcast_to, transpose = op("reshape"), op("broadcast_to"), op("transpose")
 index = op("index")
 sum_, mean, matmul = op("sum"), op("mean"), op("matmul")
-softmax, log_softmax, one_hot = op("softmax"), op("log_softmax"), op("one_hot")
+one_hot = op("one_hot")
 every_axis = (lambda a: a[0] is None)
 
 
@@ -124,22 +124,6 @@ REDUCTIONS = RuleSet("reductions", [
     Rule("sum(one_hot(l), axis=-1) -> 1", sum_(one_hot(x)), lambda m: 1.0,
          when=lambda m: _node(m).arg[0] == (m["x"].ndim,)
          or (_node(m).arg[0] is None and m["x"].ndim == 0)),
-])
-
-STABILIZE = RuleSet("stabilize", [
-    Rule("log(sigmoid(x)) -> -softplus(-x)", log(sigmoid(x)),
-         lambda m: F.negative(F.softplus(F.negative(m["x"])))),
-    Rule("log(1 + x) -> log1p(x)", log(add(x, 1)), lambda m: F.log1p(m["x"])),
-    Rule("exp(x) - 1 -> expm1(x)", sub(exp(x), 1), lambda m: F.expm1(m["x"])),
-    Rule("log1p(exp(x)) -> softplus(x)", log1p(exp(x)), lambda m: F.softplus(m["x"])),
-    Rule("1/(1 + exp(-x)) -> sigmoid(x)", div(1, add(exp(neg(x)), 1)),
-         lambda m: F.sigmoid(m["x"])),
-    Rule("log(sum(exp(x))) -> logsumexp(x)", log(sum_(exp(x))),
-         lambda m: Expr(T.LOGSUMEXP, (m["x"],), _node(m).srcs[0].arg)),
-    Rule("log(softmax(x)) -> log_softmax(x)", log(softmax(x)),
-         lambda m: tensors.log_softmax(m["x"], _node(m).srcs[0].arg)),
-    Rule("exp(log_softmax(x)) -> softmax(x)", exp(log_softmax(x)),
-         lambda m: tensors.softmax(m["x"], _node(m).srcs[0].arg)),
 ])
 
 DEFAULT_RULES = IDENTITIES + REDUCTIONS + STABILIZE + STRUCTURE

@@ -102,6 +102,33 @@ RULE_CASES = {
     "1/(1 + exp(-x)) -> sigmoid(x)": lambda: 1 / (1 + sg.exp(-x)),
     "log(sum(exp(x))) -> logsumexp(x)": lambda: sg.log(sg.sum(sg.exp(A23), axis=1)),
     "log(softmax(x)) -> log_softmax(x)": lambda: sg.log(sg.softmax(A23, axis=0)),
+    # more stable forms (tests/diff/test_stable_rewrites.py tests them at extreme inputs)
+    "log(1 - x) -> log1p(-x)": lambda: sg.log(1 - sg.sin(x)),
+    "expm1(x) + 1 -> exp(x)": lambda: sg.expm1(x) + 1,
+    "1 - exp(x) -> -expm1(x)": lambda: 1 - sg.exp(x),
+    "1 - sigmoid(x) -> sigmoid(-x)": lambda: 1 - sg.sigmoid(x),
+    "sigmoid(x) - 1 -> -sigmoid(-x)": lambda: sg.sigmoid(x) - 1,
+    "exp(x)/(1 + exp(x)) -> sigmoid(x)": lambda: 2 * y * sg.exp(x) / (sg.exp(x) + 1),
+    "exp(x)*sigmoid(-x) -> sigmoid(x)": lambda: sg.exp(x) * sg.sigmoid(-x),
+    "(1 + exp(x))**-k -> sigmoid(-x)**k": lambda: (1 + sg.exp(x)) ** -2,
+    "log(exp(x) + exp(y)) -> y + softplus(x - y)": lambda: sg.log(sg.exp(x) + sg.exp(y)),
+    "log(mean(exp(x))) -> logsumexp(x) - log(n)":
+        lambda: sg.log(sg.mean(sg.exp(A23), axis=1)),
+    "log(exp(x)[k]) -> x[k]": lambda: sg.log(sg.exp(A23)[1]),
+    "log(softmax(x)[k]) -> log_softmax(x)[k]":
+        lambda: sg.log(sg.softmax(A23, axis=1)[:, 1:]),
+    "exp(x)/sum(exp(x)) -> softmax(x)":
+        lambda: sg.exp(A23) / sg.sum(sg.exp(A23), axis=0, keepdims=True),
+    "exp(x - logsumexp(x)) -> softmax(x)":
+        lambda: sg.exp(A23 - sg.logsumexp(A23, axis=1, keepdims=True)),
+    "log(exp(x)*y) -> x + log(y)": lambda: sg.log(sg.exp(x) * p),
+    "log(exp(x)/y) -> x - log(y)": lambda: sg.log(sg.exp(x) / p),
+    "log(exp(x)**k) -> k*x": lambda: sg.log(sg.exp(x) ** 3),
+    "log(1/x) -> -log(x)": lambda: sg.log(1 / p),
+    "where(c, x, 0)*y -> where(c, x*y, 0)": lambda: sg.where(y > 0, sg.sin(x), 0) * sg.cos(x),
+    "where(c, 0, x)*y -> where(c, 0, x*y)": lambda: sg.where(y > 0, 0, sg.sin(x)) * sg.cos(x),
+    "where(c, x, 0)/y -> where(c, x/y, 0)": lambda: sg.where(y > 0, sg.sin(x), 0) / p,
+    "where(c, 0, x)/y -> where(c, 0, x/y)": lambda: sg.where(y > 0, 0, sg.sin(x)) / p,
     "exp(log_softmax(x)) -> softmax(x)": lambda: sg.exp(sg.log_softmax(A23)),
     # banded matrices (Jacobians and Hessians of sliced elementwise functions)
     "I[:, s:e] -> bands": lambda: band(x)[:, 1:],
