@@ -419,13 +419,17 @@ def jax_peer(jax, model, init, data, device=None):
 # --- the side-by-side timing ---------------------------------------------------------------
 
 def bench(model: str, n: int, jax, torch, repeat: int, unit: str = "ms",
-          stream: tuple[float, float] | None = None, block: int = 1) -> list[list[str]]:
+          stream: tuple[float, float] | None = None, block: int | None = None
+          ) -> list[list[str]]:
     """One table's rows: every peer's step at batch ``n``, median and minimum in ``unit``
     ("ms" or "us"); with ``stream`` (the streaming read GB/s on 1 thread and the best
     measured), also GB/s of the inputs read once per step and its fraction of both. With
     ``block`` > 1, each round calls every peer ``block`` times in a row and a time is the
     mean of those calls (for steps of microseconds: the thread pools one peer leaves
-    spinning, torch's OpenMP and XLA's, then slow only the next one's first call)."""
+    spinning, torch's OpenMP and XLA's, then slow only the next one's first call). With
+    ``block`` None, it is chosen so that symgrad's block takes about 5 ms (``BLOCKS`` records
+    it): alternating peer by peer call by call, each peer's spinning pool taxes the next
+    peer's threads, and multi-threaded steps of a millisecond suffered most."""
     data, init = make_data(model, n), init_params(model)
     builders = {"symgrad": symgrad_peer,
                 "symgrad, 1 thread": lambda *a: symgrad_peer(*a, threads=1),
@@ -461,6 +465,12 @@ def bench(model: str, n: int, jax, torch, repeat: int, unit: str = "ms",
                    for a, b in zip(params[name], params["symgrad"])):
             raise AssertionError(f"{model}, N = {n}: {name}'s parameters after {CHECK_STEPS} "
                                  f"steps differ from symgrad's by up to {diffs[name]:.1e}")
+    if block is None:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            steps["symgrad"]()
+        block = max(1, min(100, round(0.005 / ((time.perf_counter() - t0) / 3))))
+    BLOCKS[(model, n)] = block
     if block > 1:
         timed = {name: (lambda s=s: [s() for _ in range(block)]) for name, s in steps.items()}
         times = {name: ts / block for name, ts in time_interleaved(timed, repeat).items()}
@@ -495,11 +505,12 @@ def repeats(model: str, n: int, quick: bool) -> int:
 
 # issue 12's rows, besides the three above: row name -> (model, batch sizes, unit, calls in a
 # row per peer and round, title)
+BLOCKS: dict[tuple[str, int], int] = {}  # calls in a row per peer per round, by row
 NEW_TABLES = {
-    "logreg": ("logreg", [2_000_000], "ms", 1,
+    "logreg": ("logreg", [2_000_000], "ms", None,
                "Logistic regression, 16 features, softplus(z) - y*z, Adam lr 1e-3; GB/s: X and y "
                "(136 MB) read once per step, against the streaming read bandwidth above"),
-    "gelu": ("gelu", [256], "ms", 1,
+    "gelu": ("gelu", [256], "ms", None,
              "784-256-10 GELU (erf) net, cross entropy, Adam lr 1e-3"),
     "overhead": ("softmax", [1], "us", 100,
                  "Per-call overhead: softmax regression 784 -> 10, SGD step at batch 1, "
@@ -647,7 +658,9 @@ def main(argv: list[str]) -> None:
         for n in sizes:
             rows += bench(model, n, jax, torch, repeats(model, n, quick))
         print(f"\n{TITLES[model]}; medians of interleaved rounds "
-              f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}); "
+              f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}; "
+              f"calls in a row per peer: "
+              f"{', '.join(str(BLOCKS[(model, n)]) for n in sizes)}); "
               f"load average {load_average()}")
         print_table(header, rows)
     for name, (model, sizes, unit, block, title) in NEW_TABLES.items():
@@ -663,7 +676,9 @@ def main(argv: list[str]) -> None:
         for n in sizes:
             rows += bench(model, n, jax, torch, repeats(model, n, quick), unit, stream, block)
         print(f"\n{title}; medians of interleaved rounds "
-              f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}); "
+              f"({', '.join(f'{repeats(model, n, quick)} at N = {n:,}' for n in sizes)}; "
+              f"calls in a row per peer: "
+              f"{', '.join(str(BLOCKS[(model, n)]) for n in sizes)}); "
               f"load average {load_average()}")
         unit_header = [h.replace(" ms", f" {unit}") for h in header]
         print_table(unit_header + (["GB/s", "of 1-thread read", "of best read"] if stream
