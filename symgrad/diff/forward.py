@@ -76,6 +76,8 @@ def identity(shape: tuple, dtype) -> Expr:
         ones = T.broadcast_to(F.cast(1, dtype), shape)
         return band_matrix(shape + shape, [(ones, 0, 1)])
     n = int(np.prod(shape)) if shape else 1
+    if n == 0:  # no seed directions (one_hot has no zero classes): an empty identity
+        return zeros(shape + shape, dtype)
     eye = T.one_hot(const(np.arange(n, dtype=np.int32)), n, dtype)
     return T.reshape(eye, shape + shape)
 

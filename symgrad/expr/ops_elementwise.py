@@ -104,9 +104,20 @@ def _no_grad(g, out, *srcs):
 
 
 def _pow_vjp(g, out, a, b):
-    # d(a**b) = b*a**(b-1) da + a**b*log(a) db; a constant exponent needs no log(a)
-    db = None if b.op.name == "const" else g * out * F.log(a)
+    # d(a**b) = b*a**(b-1) da + a**b*log(a) db; a constant exponent needs no log(a). At
+    # a == 0 the db term is 0 (0**b is flat in b > 0), as in autograd, JAX and PyTorch,
+    # not -inf*0 = nan; a < 0 keeps log(a) = nan, as NumPy has it.
+    db = None if b.op.name == "const" else g * F.where(F.equal(a, 0), 0, out * F.log(a))
     return g * b * a ** (b - 1), db
+
+
+def _extreme_vjp(wins):
+    """maximum/minimum: the operand that wins takes ``g``; at a tie each takes ``g/2``, as
+    autograd, JAX and PyTorch share it (so ``maximum(x, x)`` differentiates to 1)."""
+    def vjp(g, out, a, b):
+        tie = F.where(F.equal(a, b), 0.5 * g, 0)
+        return F.where(wins(a, b), g, tie), F.where(wins(b, a), g, tie)
+    return vjp
 
 
 def _gelu_vjp(g, out, x):
@@ -117,8 +128,8 @@ def _gelu_vjp(g, out, x):
 _SQRT1_2, _RSQRT_2PI, _2_RSQRT_PI = 0.5**0.5, (2 * math.pi) ** -0.5, 2 / math.sqrt(math.pi)
 
 # Precedences follow Python: comparisons < + - < * / @ < unary - < **.
-# Sub-gradients: at a kink (relu, abs, maximum, minimum at a tie) the derivative is 0, as
-# PyTorch's relu and abs have it.
+# Sub-gradients: at a kink (relu, abs) the derivative is 0, as PyTorch's relu and abs have
+# it; maximum/minimum share it at a tie (``_extreme_vjp``).
 ADD = binary("add", np.add, "+", 10, commutative=True, sympy=lambda a, b: a + b,
              vjp=lambda g, out, a, b: (g, g))
 SUB = binary("subtract", np.subtract, "-", 10,
@@ -135,9 +146,9 @@ NEG = unary("negative", np.negative, infix="-", prec=25,
             infer=_no_bool("negative", "-sg.cast({0}, 'int32')"), sympy=lambda x: -x,
             vjp=lambda g, out, x: (-g,))
 MAXIMUM = binary("maximum", np.maximum, commutative=True, sympy=sympy.Max,
-                 vjp=lambda g, out, a, b: (F.where(a > b, g, 0), F.where(b > a, g, 0)))
+                 vjp=_extreme_vjp(lambda a, b: a > b))
 MINIMUM = binary("minimum", np.minimum, commutative=True, sympy=sympy.Min,
-                 vjp=lambda g, out, a, b: (F.where(a < b, g, 0), F.where(b < a, g, 0)))
+                 vjp=_extreme_vjp(lambda a, b: a < b))
 
 LT = binary("less", np.less, "<", 5, infer=_compare, sympy=lambda a, b: a < b, vjp=_no_grad)
 LE = binary("less_equal", np.less_equal, "<=", 5, infer=_compare, sympy=lambda a, b: a <= b,

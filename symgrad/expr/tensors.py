@@ -93,9 +93,24 @@ def matmul(a: Operand, b: Operand) -> Expr:
 
 
 def dot(a: Operand, b: Operand) -> Expr:
-    """``matmul`` for arrays, ``*`` when either side is a scalar. ``sg.dot(w, x)``."""
+    """``np.dot``: ``*`` when either side is a scalar, the inner product of two vectors, the
+    matrix product of 2-D operands, the sum over the last axis of ``a`` and the only one of a
+    1-D ``b``; for N-D ``a`` and M-D ``b`` (M >= 2) the sum over the last axis of ``a`` and
+    the second-to-last of ``b``, of shape ``a.shape[:-1] + b.shape[:-2] + b.shape[-1:]``
+    (not ``matmul``'s batch broadcasting: use ``sg.matmul`` or ``@`` for that).
+
+    >>> sg.dot(w, x)
+    """
     a, b = as_expr(a), as_expr(b)
-    return multiply(a, b) if a.ndim == 0 or b.ndim == 0 else matmul(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return multiply(a, b)
+    if a.ndim == 1 or b.ndim <= 2:
+        return matmul(a, b)  # here np.dot and matmul agree
+    # out[i..., j..., n] = sum_k a[i..., k] b[j..., k, n]: a as a batch of 1 x k rows whose
+    # batch axes i... broadcast against b's j...; the unit axes only ever come and go
+    lead, batch = a.shape[:-1], b.shape[:-2]
+    rows = reshape(a, lead + (1,) * len(batch) + (1, a.shape[-1]))
+    return reshape(matmul(rows, b), lead + batch + b.shape[-1:])
 
 
 def transpose(x: Operand, axes: Sequence[int] | None = None) -> Expr:

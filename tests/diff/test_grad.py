@@ -296,22 +296,24 @@ def test_relu_abs_at_the_kink():
 
 
 def test_maximum_minimum_at_a_tie():
+    # a tie shares the derivative evenly, as autograd, JAX and PyTorch do
     zero = sg.const(np.zeros(3))
-    np.testing.assert_array_equal(_g(sg.maximum(k3, 0.0)), [0.0, 0.0, 1.0])
-    np.testing.assert_array_equal(_g(sg.maximum(k3, zero)), [0.0, 0.0, 1.0])
-    np.testing.assert_array_equal(_g(sg.minimum(k3, 0.0)), [1.0, 0.0, 0.0])
-    # both operands the same node: each side's share is 0 at the tie
-    np.testing.assert_array_equal(_g(sg.maximum(k3, k3)), [0.0, 0.0, 0.0])
-    np.testing.assert_array_equal(_g(sg.minimum(k3, k3)), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(_g(sg.maximum(k3, 0.0)), [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(_g(sg.maximum(k3, zero)), [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(_g(sg.minimum(k3, 0.0)), [1.0, 0.5, 0.0])
+    # both operands the same node: the halves add up to the derivative of x
+    np.testing.assert_array_equal(_g(sg.maximum(k3, k3)), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(_g(sg.minimum(k3, k3)), [1.0, 1.0, 1.0])
     j3 = sg.input("j3", shape=(3,), dtype=F64)
     f = sg.sum(sg.maximum(k3, j3) * np.array([1.0, 2.0, 3.0]))
     gk, gj = run(sg.grad(f, [k3, j3]), {**KINK, "j3": np.array([-2.0, 0.0, 5.0])})
-    np.testing.assert_array_equal(gk, [1.0, 0.0, 0.0])
-    np.testing.assert_array_equal(gj, [0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(gk, [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(gj, [0.0, 1.0, 3.0])
 
 
 def test_clip_at_its_bounds():
-    np.testing.assert_array_equal(_g(sg.clip(k3, 0.0, 2.0)), [0.0, 0.0, 0.0])
+    # clip is maximum then minimum: half at a bound, as jnp.clip has it
+    np.testing.assert_array_equal(_g(sg.clip(k3, 0.0, 2.0)), [0.0, 0.5, 0.5])
     np.testing.assert_array_equal(_g(sg.clip(k3, -3.0, 3.0)), [1.0, 1.0, 1.0])
 
 
