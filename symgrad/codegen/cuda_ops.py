@@ -181,7 +181,7 @@ template <typename T> __device__ __forceinline__ T sg_leaky_relu(T x, T slope) {
   return x > T(0) ? x : x * slope;
 }
 template <typename T> __device__ __forceinline__ T sg_elu(T x, T alpha) {
-  return x > T(0) ? x : alpha * sg_expm1(x < T(0) ? x : T(0));
+  return x > T(0) ? x : alpha * sg_expm1(x);  // (NaN stays NaN: no clamp through 0)
 }
 // integer power by squaring (NumPy refuses negative exponents: a constant one is refused
 // when the graph is built; a computed one is read as its 32 bits, unsigned: not an error)

@@ -121,6 +121,19 @@ def test_operator_case(name, emulated):
 
 
 @needs_compiler
+def test_nan_propagates_through_the_kinked_activations(emulated):
+    """elu/leaky_relu/relu of NaN are NaN, as in NumPy (elu clamped its operand through
+    0 before expm1: NaN came out 0; found by tests/codegen/test_differential.py)."""
+    x = sg.input("x", ("N",))
+    feeds = {"x": np.array([np.nan, -np.inf, -3.0, 0.0, 2.0, np.inf], np.float32)}
+    for e in (sg.elu(x, alpha=1.5), sg.leaky_relu(x, 0.1), sg.relu(x), sg.gelu(x)):
+        want = sg.evaluate(e, **feeds)
+        got = cuda(e)(**feeds)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=str(e))
+        bc.assert_agree(got, want, what=str(e))
+
+
+@needs_compiler
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("group", sorted(BATCHED))
 def test_every_operator_over_a_batch(group, dtype, emulated):
