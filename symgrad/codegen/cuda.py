@@ -25,7 +25,8 @@ import numpy as np
 
 from symgrad.codegen import loopir as L
 from symgrad.codegen.cuda_ops import BY_NAME, PRELUDE, ctype, literal
-from symgrad.codegen.lower import Accumulator, Program, value_dtype
+from symgrad.codegen.loopir import value_dtype
+from symgrad.codegen.lower import Accumulator, Program
 
 REGISTER_PARTIAL = 16  # partials up to this many elements stay in registers
 MAX_BLOCK = 256  # threads per block every kernel is compiled for (__launch_bounds__)

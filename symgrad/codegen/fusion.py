@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from symgrad.codegen import loopir as L
-from symgrad.codegen.tiles import map_stmt
+from symgrad.codegen.tiles import collect, map_stmt
 
 
 @dataclass
@@ -140,17 +140,9 @@ def _collapsed(loops: list[L.Loop]) -> L.Loop:
 
 
 def _indices_used(stmts: list) -> set[str]:
-    found: set[str] = set()
-
-    def see(e: L.Expr) -> L.Expr | None:
-        if isinstance(e, L.Index):
-            found.add(e.name)
-        return None
-    for s in _walk(stmts):
-        map_stmt(s, see)
-        if isinstance(s, L.Loop):
-            found.add(s.index)  # an inner loop's own index shadows nothing here
-    return found
+    # an inner loop's own index counts too (it shadows nothing here)
+    return ({e.name for e in collect(stmts, L.Index)}
+            | {s.index for s in _walk(stmts) if isinstance(s, L.Loop)})
 
 
 def _stored(stmts: list) -> set[str]:
@@ -174,15 +166,7 @@ def _store_offsets(stmts: list) -> dict[str, L.Expr]:
 
 
 def _load_offsets(stmts: list) -> list[tuple[str, L.Expr]]:
-    found: list[tuple[str, L.Expr]] = []
-
-    def see(e: L.Expr) -> L.Expr | None:
-        if isinstance(e, L.Load):
-            found.append((e.buf, e.offset))
-        return None
-    for s in stmts:
-        map_stmt(s, see)
-    return found
+    return [(e.buf, e.offset) for e in collect(stmts, L.Load)]
 
 
 def _loaded(stmts: list) -> set[str]:

@@ -85,6 +85,11 @@ INT = np.dtype("int64")
 BOOL = np.dtype("bool")
 
 
+def value_dtype(e: Expr) -> np.dtype:
+    """The dtype of an expression (index arithmetic is int64)."""
+    return e.dtype if hasattr(e, "dtype") else INT
+
+
 def int_expr(v: Expr | int) -> Expr:
     return Const(v, INT) if isinstance(v, (int, np.integer)) else v
 

@@ -382,7 +382,7 @@ class _Lowerer(TilePass, IndexMaps):
             # float64, as NumPy's pairwise sum keeps ~1e-7 where float32 lanes lose ~1e-4
             dt = np.dtype("float64")
         value = self.expr(x, src_idx)
-        if value_dtype(value) != dt:
+        if L.value_dtype(value) != dt:
             value = L.Op("cast", (value,), dt, dt)
         body.append(L.AccInit(acc, dt, L.Const(init, dt), kind))
         position = None
@@ -471,7 +471,7 @@ class _Lowerer(TilePass, IndexMaps):
             out_idx = tuple(L.Const(0, L.INT) if a in axes else i
                             for a, i in enumerate(src_idx) if keep or a not in axes)
             value = self.expr(x, src_idx)
-            if value_dtype(value) != n.dtype:
+            if L.value_dtype(value) != n.dtype:
                 value = L.Op("cast", (value,), n.dtype, n.dtype)
             if n.op is T.MEAN:
                 mean_of = tuple(x.shape[a] for a in axes)
@@ -576,5 +576,3 @@ def _work(n: Expr, batch: str | None) -> int:
     return max(size, 1)
 
 
-def value_dtype(e: L.Expr) -> np.dtype:
-    return e.dtype if hasattr(e, "dtype") else L.INT

@@ -123,16 +123,12 @@ def _through_tile_buffers(loops: list[Group], tile: int, fresh: Callable[[str], 
         for s in g.body:
             body.append(s)
             if isinstance(s, L.Let) and s.name in buffers and defined.get(s.name) == k:
-                dt = value_dtype(s.value)
+                dt = L.value_dtype(s.value)
                 buf = buffers[s.name][0]
                 buffers[s.name] = (buf, dt)
                 prologue.append(L.Alloc(buf, dt, L.Const(tile, L.INT)))
                 body.append(L.Store(buf, ROW, L.Local(s.name, dt)))
         g.body = body
-
-
-def value_dtype(e: L.Expr):
-    return e.dtype if hasattr(e, "dtype") else L.INT
 
 
 def _loader(names: set[str], buffers: dict) -> Callable[[L.Expr], L.Expr | None]:
@@ -144,13 +140,18 @@ def _loader(names: set[str], buffers: dict) -> Callable[[L.Expr], L.Expr | None]
 
 
 def _locals_read(body: list) -> set[str]:
-    found: set[str] = set()
+    return {e.name for e in collect(body, L.Local)}
+
+
+def collect(stmts: list, kind: type) -> list:
+    """Every sub-expression of type ``kind`` in the statements (recursively), in order."""
+    found: list = []
 
     def see(e: L.Expr) -> L.Expr | None:
-        if isinstance(e, L.Local):
-            found.add(e.name)
+        if isinstance(e, kind):
+            found.append(e)
         return None
-    for s in body:
+    for s in stmts:
         map_stmt(s, see)
     return found
 

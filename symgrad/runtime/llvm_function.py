@@ -314,11 +314,10 @@ class LLVMFunction(CompiledFunction):
                 table[i] = value.ctypes.data
         for name, (i, shaped, dt, threads) in plan.partials.items():
             # one array, thread t's partial at t * size: the combine step reads them in turn
-            block = np.empty((threads, *shaped), dt)
-            s.partials[name] = parts = [block[t, ...] for t in range(threads)]  # (0-d views)
-            for table, part in zip(s.tables, parts):
-                table[i] = part.ctypes.data
-            nbytes += threads * parts[0].nbytes
+            s.partials[name] = block = np.empty((threads, *shaped), dt)  # (kept alive here)
+            for table, part in zip(s.tables, block.reshape(threads, -1)):
+                table[i] = _address(part)
+            nbytes += block.nbytes
         s.views = {name: np.ndarray(shaped, dt, s.arena, offset)
                    for name, shaped, dt, offset in plan.kept_views}
         s.dims = (ctypes.c_int64 * max(1, len(plan.dims)))(*plan.dims)
