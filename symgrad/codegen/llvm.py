@@ -18,6 +18,7 @@ from llvmlite import ir
 
 from symgrad.codegen import blas
 from symgrad.codegen import loopir as L
+from symgrad.codegen.llvm_entry import build_entry
 from symgrad.codegen.llvm_math import MATH_EMITTERS
 from symgrad.expr import ops_elementwise as E
 
@@ -444,9 +445,13 @@ class KernelBuilder:
 
 
 def render_llvm(kernels: list[L.Kernel], buffer_index: dict[str, int],
-                dim_index: dict[str, int], name: str = "symgrad") -> str:
-    """LLVM IR text of a module holding every kernel."""
+                dim_index: dict[str, int], name: str = "symgrad",
+                is_pass: list[bool] | None = None, threads_slot: int = -1) -> str:
+    """LLVM IR text of a module holding every kernel and, given ``is_pass`` (kernel k is a
+    pass over the batch), the entry that runs them all (``llvm_entry``)."""
     module = ir.Module(name=name)
     for k in kernels:
         KernelBuilder(module, k, buffer_index, dim_index).build()
+    if is_pass is not None:
+        build_entry(module, [k.name for k in kernels], is_pass, threads_slot)
     return str(module)

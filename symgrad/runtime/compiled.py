@@ -62,14 +62,15 @@ class CompiledFunction:
         return results[0] if self._single else tuple(results)
 
     def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
-             gate: Gate | None = None) -> list:
-        """Every output as a list; ``commit`` and ``gate`` as in ``Function.run``."""
+             gate: Gate | None = None, gate_zero: tuple[int, ...] | None = None) -> list:
+        """Every output as a list; ``commit``, ``gate`` and ``gate_zero`` as in
+        ``Function.run``."""
         arrays, sizes = self._check_feeds(feeds)  # check_feeds, then check_dims_bound
-        return self.execute(arrays, sizes, commit, gate)
+        return self.execute(arrays, sizes, commit, gate, gate_zero)
 
     def execute(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
                 commit: dict[int, Any] | None = None, gate: Gate | None = None,
-                **backend_args: Any) -> list:
+                gate_zero: tuple[int, ...] | None = None, **backend_args: Any) -> list:
         """Run on checked feeds: compiled when every check passes, else the reference."""
         n = len(self.outputs)
         if not self.reference_needed(arrays, sizes):
@@ -78,8 +79,12 @@ class CompiledFunction:
                     raise _ReferenceNeededError  # a computed value the reference refuses
                 return gate is None or gate(results[:n])
 
+            # the outputs that, all zero, pass ``accept`` (a backend may commit natively
+            # without calling it): the hidden checks, and the gate's own zero outputs
+            gates = None if gate is not None and gate_zero is None else \
+                tuple(range(n, n + len(self._checks))) + tuple(gate_zero or ())
             try:
-                return self.run(arrays, sizes, commit, accept, **backend_args)[:n]
+                return self.run(arrays, sizes, commit, accept, gates, **backend_args)[:n]
             except _ReferenceNeededError:
                 pass
         if backend_args.get("on_device"):
@@ -91,10 +96,12 @@ class CompiledFunction:
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
             commit: dict[int, Any] | None, accept: Callable[[list], bool],
-            **backend_args: Any) -> list:
+            gates: tuple[int, ...] | None = None, **backend_args: Any) -> list:
         """The backend's run: every output of the program (hidden checks included);
         ``accept(results)`` is called once every result is known and before anything is
-        committed: it raises to abandon the call, or returns False to commit nothing."""
+        committed: it raises to abandon the call, or returns False to commit nothing. When
+        every output in ``gates`` (if not None) is zero, ``accept`` would pass: a backend
+        may then commit without calling it."""
         raise NotImplementedError
 
     def reference_needed(self, arrays: dict[str, np.ndarray], sizes: dict[str, int]) -> bool:

@@ -81,12 +81,12 @@ class CUDAFunction(CompiledFunction):
                              "CUDA C and .cubin(arch) the compiled kernels")
 
     def call(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
-             gate: Gate | None = None) -> list:
+             gate: Gate | None = None, gate_zero: tuple[int, ...] | None = None) -> list:
         """Every output as a list; ``commit``'s new values are made current on the device."""
         feeds, on_device = self.device_feeds(feeds)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
-        return self.execute(arrays, sizes, commit, gate, on_device=on_device)
+        return self.execute(arrays, sizes, commit, gate, gate_zero, on_device=on_device)
 
     def device_feeds(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Split off feeds that already live on the GPU (anything with
@@ -131,11 +131,13 @@ class CUDAFunction(CompiledFunction):
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
             commit: dict[int, Any] | None, accept: Callable[[list], bool],
+            gates: tuple[int, ...] | None = None,
             on_device: dict[str, int] | None = None) -> list[np.ndarray | None]:
         """Run on checked feeds. ``commit`` maps output positions to parameter slots whose
         new value that output is: written on the device once every kernel has finished and
-        ``accept`` has passed, and returned as ``None``. ``on_device``: inputs given as
-        device addresses."""
+        ``accept`` has passed, and returned as ``None`` (``gates`` is a hint for backends
+        that commit natively; here ``accept`` always decides). ``on_device``: inputs given
+        as device addresses."""
         with self._lock:
             return self._run(arrays, sizes, commit, accept, on_device)
 

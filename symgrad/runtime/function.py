@@ -60,14 +60,16 @@ class Function:
         return results[0] if self._single else tuple(results)
 
     def run(self, feeds: dict[str, Any], commit: dict[int, Any] | None = None,
-            gate: Gate | None = None) -> list:
+            gate: Gate | None = None, gate_zero: tuple[int, ...] | None = None) -> list:
         """Every output as a list. ``commit`` (output position -> parameter slot) makes
         those outputs the parameters' new values once the whole call has succeeded (on the
         GPU for ``cuda``, where they stay) and returns ``None`` in their place. ``gate``
         (results -> bool) sees every result before anything is committed: it may raise,
-        or return False to commit nothing."""
+        or return False to commit nothing. ``gate_zero``: output positions which, all zero,
+        mean the gate passes (a compiled call then commits in its native code and need not
+        call ``gate``)."""
         if self._compiled is not None:
-            return self._compiled.call(feeds, commit, gate)
+            return self._compiled.call(feeds, commit, gate, gate_zero)
         arrays, sizes = check_feeds(self.inputs, feeds)
         check_dims_bound(self._dims, sizes)
         results = distinct_arrays(run_graph(self.outputs, arrays, sizes))

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.codegen import blas
+from symgrad.codegen import llvm_entry as E
 from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm import render_llvm
 from symgrad.codegen.schedule import LEAVES
@@ -33,8 +34,7 @@ from symgrad.runtime.compiled import (
 )
 from symgrad.runtime.threads import get_num_threads
 
-KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                               ctypes.c_int64)
+ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 # A pass is split across threads only when each thread gets about this many operations
 # (~100 us of work): a split on the native pool costs ~2-3 us while its workers spin, ~45 us
 # to wake them after they slept (bench/README.md)
@@ -74,10 +74,10 @@ def _thread_pool() -> Any:
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
     """A digest of the code that turns loop IR into LLVM IR (part of every cache key)."""
-    from symgrad.codegen import llvm, llvm_math, llvm_trig, loopir
+    from symgrad.codegen import llvm, llvm_entry, llvm_math, llvm_trig, loopir
 
     h = hashlib.sha256()
-    for module in (llvm, llvm_math, llvm_trig, loopir):
+    for module in (llvm, llvm_entry, llvm_math, llvm_trig, loopir):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 
@@ -95,12 +95,11 @@ class LLVMFunction(CompiledFunction):
         # The cache key is the loop IR itself (every field, dtypes included) and the code
         # of the LLVM printer: a cached function skips rendering LLVM IR, not only LLVM.
         key = hashlib.sha256((_codegen_digest() + repr(self.program.kernels) +
-                              repr(self._index) + repr(self._dim_index)).encode()).hexdigest()
-        names = [k.name for k in self.program.kernels]
-        self.library = jit.get_or_compile(key, lambda: self.source, names)
-        self._kernel_addresses = [self.library.address(k.name) for k in self.program.kernels]
-        self._kernels = [KERNEL_TYPE(self.library.address(k.name)) for k in
-                         self.program.kernels]
+                              repr(self.program.stages) + repr(self._index) +
+                              repr(self._dim_index)).encode()).hexdigest()
+        self.library = jit.get_or_compile(key, lambda: self.source, [E.ENTRY])
+        self._entry = ENTRY_TYPE(self.library.address(E.ENTRY))
+        self.last_passes: list = []  # (threads, bounds) of each pass of the last call
         self._layout()
         self._repeated_outputs = len(set(self.program.outputs)) < len(self.program.outputs)
 
@@ -108,7 +107,10 @@ class LLVMFunction(CompiledFunction):
     def source(self) -> str:
         """The LLVM IR as generated (rendered on first use; a cached function skips it)."""
         if self._source is None:
-            self._source = render_llvm(self.program.kernels, self._index, self._dim_index)
+            self._source = render_llvm(
+                self.program.kernels, self._index, self._dim_index,
+                is_pass=[stage % 2 == 1 for stage in self.program.stages],
+                threads_slot=self._dim_index.get(L.THREADS.name, -1))
         return self._source
 
     @property
@@ -121,25 +123,30 @@ class LLVMFunction(CompiledFunction):
 
     def run(self, arrays: dict[str, np.ndarray], sizes: dict[str, int],
             commit: dict[int, Any] | None, accept: Callable[[list], bool],
-            **backend_args: Any) -> list:
+            gates: tuple[int, ...] | None = None, **backend_args: Any) -> list:
         """Run on feeds already checked (``check_feeds``, ``check_dims_bound``).
 
-        What a call needs besides its inputs and outputs (the arena of intermediate buffers,
-        the partials, the pointer tables) is built once per set of sizes and reused by the
-        next call with those sizes; a call that finds it in use (another thread's call in
-        flight) builds its own. Outputs returned to the caller are fresh arrays every call;
-        the new values of ``commit``'s outputs live in the reused arena (they are copied into
-        the parameters, or copied out when nothing is committed)."""
+        One native call (``llvm_entry``) runs every stage and, when ``commit`` is given and
+        every output in ``gates`` is zero, commits; otherwise ``accept(results)`` decides
+        and the commit is made here. What a call needs besides its inputs and outputs (the
+        arena of intermediate buffers, the partials, the pointer tables) is built once per
+        set of sizes and reused by the next call with those sizes; a call that finds it in
+        use (another thread's call in flight) builds its own. Outputs returned to the caller
+        are fresh arrays every call; the new values of ``commit``'s outputs live in the
+        reused arena (they are copied into the parameters, or copied out when nothing is
+        committed)."""
+        if commit and gates is not None and any(s.mirror is not None for s in commit.values()):
+            gates = None  # a GPU copy newer than the host's: committed here (``commit_on_host``)
         key = (tuple([sizes[d] for d in self._key_dims]), get_num_threads(),
-               MIN_WORK_PER_THREAD, tuple(commit) if commit else ())
+               MIN_WORK_PER_THREAD, tuple(commit) if commit else (), gates)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plan(key, sizes)
+            plan = self._plan(key, sizes, commit)
         idle = self._idle
         # dict.pop is atomic: two threads never take one scratch (the second builds its own)
         scratch = idle.pop(key, None)
         if scratch is None:
-            scratch = self._scratch(plan)
+            scratch = self._scratch(plan, commit)
         try:
             return self._call(plan, scratch, arrays, sizes, commit, accept)
         finally:  # every kernel and worker is done with it: the next call may take it
@@ -185,17 +192,30 @@ class LLVMFunction(CompiledFunction):
                     table[i] = base + offset
             views = [np.ndarray(bound, dt, fresh, offset)
                      for bound, dt, offset in plan.fresh_views]
-        table, dims = scratch.addresses[0], scratch.dims_address
-        for fn, stage in zip(self._kernels, plan.stages):
-            if stage is None:
-                fn(table, dims, 0, 0)
-            else:
-                self._run_pass(fn, stage, scratch)
+        ctl, pool = scratch.ctl, None
+        if plan.max_threads > 1:
+            pool = _thread_pool()
+            context = pool.hold()
+            if context:
+                ctl[E.POOL_RUN], ctl[E.POOL_CTX] = pool.run_address, context
+            else:  # another thread's call holds the pool, or none is native: one thread
+                pool, ctl = None, scratch.ctl_alone
+        blas.set_threads(1)  # (the workers' BLAS is single-threaded from their start)
+        self.last_passes = plan.passes if ctl is scratch.ctl else plan.passes_alone
+        try:
+            self._entry(scratch.tables_address, scratch.dims_address, ctypes.addressof(ctl))
+        finally:
+            if pool is not None:
+                pool.release()
         kept = scratch.views
         results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
                    leaf_result(ref, arrays, sizes) for kind, ref in plan.results]
         if self._repeated_outputs:  # function([loss, loss]): two arrays, not one twice
             results = distinct_arrays(results)
+        if plan.commits and ctl[E.STATUS]:  # committed in the native call
+            for i in commit:
+                results[i] = None
+            return results
         accepted = accept(results)
         if not accepted:  # returned, not committed: the caller's own arrays
             for i in plan.kept_results:
@@ -235,14 +255,13 @@ class LLVMFunction(CompiledFunction):
         self._idle: dict[tuple, _Scratch] = {}  # scratch no call is using, by plan key
         self._lock = threading.Lock()  # guards _plans and _idle (not held while running)
 
-    def _plan(self, key: tuple, sizes: dict) -> _Plan:
+    def _plan(self, key: tuple, sizes: dict, commit: dict[int, Any] | None) -> _Plan:
         """Where every buffer lies and how each pass runs, for one key of ``run``."""
         prog = self.program
         threads_wanted, min_work, committed = key[1], key[2], set(key[3])
         plan = _Plan()
         plan.dims = [1 if d == L.THREADS.name else sizes[d] for d in self.dim_names]
-        # the kernels start and combine the partials themselves (``Program.target``)
-        threads_slot = self._dim_index.get(L.THREADS.name, -1)
+        # (the kernels start and combine the partials themselves: ``Program.target``)
 
         def bound(shape: tuple) -> tuple:
             return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
@@ -272,30 +291,55 @@ class LLVMFunction(CompiledFunction):
         plan.results = [(2, o) if b is None else (0, fresh_index[b]) if b in fresh else
                         (1, b) for o, b in zip(prog.outputs, buffer_of)]
         plan.kept_results = [i for i, (kind, _) in enumerate(plan.results) if kind == 1]
-        plan.stages, plan.partials, plan.max_threads = [], {}, 1
-        for k, stage in enumerate(prog.stages):
+        plan.partials, plan.max_threads = {}, 1
+        plan.passes, plan.passes_alone = [], []  # (threads, bounds) per pass
+        for stage in prog.stages:
             if stage % 2 == 0:
-                plan.stages.append(None)
                 continue
             n = sizes[prog.plan.batch]
             work = n * prog.work_per_sample.get(stage, 1)
             threads = max(1, min(threads_wanted, work // min_work, n // 64))
-            p = _Pass(n, threads, [n * t // threads for t in range(threads + 1)])
-            p.threads_slot, p.kernel = threads_slot, k
+            plan.passes.append((threads, [n * t // threads for t in range(threads + 1)]))
+            plan.passes_alone.append((1, [0, n]))
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]
                 shaped = bound(shape)
                 before = plan.partials.get(acc.partial, (slot, shaped, dt, 0))
                 plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], threads))
             plan.max_threads = max(plan.max_threads, threads)
-            plan.stages.append(p)
+        plan.commits, plan.gates = self._native_commit(plan, key[4], commit, bound)
         with self._lock:
             if len(self._plans) >= 16:  # many batch sizes: keep the newest few
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
         return plan
 
-    def _scratch(self, plan: _Plan) -> _Scratch:
+    def _native_commit(self, plan: _Plan, gates: tuple[int, ...] | None,
+                       commit: dict[int, Any] | None, bound: Callable) -> tuple[list, list]:
+        """What the entry commits itself: (output position, source slot, bytes) for every
+        new value, and (slot, kind) for every gate; nothing when one of them is not a
+        buffer of the arena of the parameter's dtype and size (committed in Python then)."""
+        if not commit or gates is None:
+            return [], []
+        prog, outputs = self.program, self.program.outputs
+        commits = []
+        for i, slot in commit.items():
+            kind, name = plan.results[i]
+            spec = prog.buffers[name] if kind == 1 else None
+            if spec is None or np.dtype(spec.dtype) != slot.dtype or \
+                    bound(spec.shape) != tuple(slot.shape):
+                return [], []
+            commits.append((i, self._index[name], slot.dtype.itemsize * math.prod(slot.shape)))
+        gate_slots = []
+        for i in gates:
+            name = prog.node_buffer.get(outputs[i]) if outputs[i].op not in LEAVES else None
+            kind = E.GATE_KINDS.get(np.dtype(prog.buffers[name].dtype).name) if name else None
+            if kind is None or math.prod(bound(prog.buffers[name].shape)) < 1:
+                return [], []
+            gate_slots.append((self._index[name], kind))
+        return commits, gate_slots
+
+    def _scratch(self, plan: _Plan, commit: dict[int, Any] | None) -> _Scratch:
         """The reusable part of a call: arena, partials, pointer tables, dims."""
         s = _Scratch()
         s.arena = np.empty(plan.scratch_bytes, np.uint8)
@@ -322,35 +366,28 @@ class LLVMFunction(CompiledFunction):
                    for name, shaped, dt, offset in plan.kept_views}
         s.dims = (ctypes.c_int64 * max(1, len(plan.dims)))(*plan.dims)
         s.dims_address = ctypes.addressof(s.dims)
+        s.tables_list = (ctypes.c_void_p * len(s.addresses))(*s.addresses)
+        s.tables_address = ctypes.addressof(s.tables_list)
         s.nbytes = nbytes
+        # the entry's control words (``llvm_entry``): the commit and gate lists, each
+        # pass's threads and bounds; ``ctl_alone`` runs every pass on the calling thread
+        commits = [w for i, slot, nbytes in plan.commits
+                   for w in (commit[i].value.ctypes.data, slot, nbytes)]
+        gates = [w for pair in plan.gates for w in pair]
+        s.lists = [(ctypes.c_int64 * max(1, len(words)))(*words) for words in (commits, gates)]
+        s.bounds = []
+
+        def control(passes: list) -> Any:
+            words = [0] * (E.PASSES + 2 * len(passes))
+            words[E.COMMITS], words[E.GATES] = len(plan.commits), len(plan.gates)
+            words[E.COMMIT_LIST], words[E.GATE_LIST] = map(ctypes.addressof, s.lists)
+            for p, (threads, bounds) in enumerate(passes):
+                s.bounds.append(array := (ctypes.c_int64 * len(bounds))(*bounds))
+                words[E.PASSES + 2 * p:E.PASSES + 2 * p + 2] = threads, ctypes.addressof(array)
+            return (ctypes.c_int64 * len(words))(*words)
+
+        s.ctl, s.ctl_alone = control(plan.passes), control(plan.passes_alone)
         return s
-
-    def _run_pass(self, fn, p: _Pass, s: _Scratch) -> None:
-        """One pass: each thread's slice of the batch into its own partials (the kernel
-        starts them; the kernel after the pass combines them, ``lower._combine``)."""
-        threads = p.threads
-        if p.threads_slot >= 0:
-            s.dims[p.threads_slot] = threads
-        if threads == 1:
-            blas.set_threads(1)
-            fn(s.addresses[0], s.dims_address, 0, p.n)
-            return
-        # the caller's thread runs the first slice, the pool's workers the others (a run
-        # cannot be interrupted: a Ctrl-C is raised once every slice is done)
-        _thread_pool().run(self._kernel_addresses[p.kernel], s.addresses[:threads],
-                           s.dims_address, p.bounds)
-
-
-class _Pass:
-    """One pass over the batch for one set of sizes: its samples, threads and slices, and
-    how each accumulator is combined."""
-
-    __slots__ = ("n", "threads", "bounds", "threads_slot", "kernel")
-
-    def __init__(self, n: int, threads: int, bounds: list[int]):
-        self.n, self.threads, self.bounds = n, threads, bounds
-        self.threads_slot = -1  # where the dims hold the thread count, for the combine
-        self.kernel = -1  # which of the program's kernels
 
 
 class _Plan:
@@ -359,8 +396,8 @@ class _Plan:
     the reused arena: everything else), each output's source, each pass."""
 
     __slots__ = ("dims", "scratch_offsets", "scratch_bytes", "fresh_offsets", "fresh_bytes",
-                 "fresh_views", "kept_views", "results", "kept_results", "stages", "partials",
-                 "max_threads")
+                 "fresh_views", "kept_views", "results", "kept_results", "partials",
+                 "max_threads", "passes", "passes_alone", "commits", "gates")
 
 
 class _Scratch:
@@ -370,4 +407,5 @@ class _Scratch:
     the dims; one call at a time."""
 
     __slots__ = ("arena", "tables", "addresses", "partials", "views", "params", "dims",
-                 "dims_address", "nbytes")
+                 "dims_address", "tables_list", "tables_address", "nbytes", "lists", "bounds",
+                 "ctl", "ctl_alone")

@@ -529,6 +529,29 @@ class NativePool:
             self._lock.release()
         return True
 
+    @property
+    def run_address(self) -> int:
+        """The address of ``void pool_run(ptr ctx, i64 kernel, ptr tables, ptr dims, ptr
+        bounds, i64 n)``, for native code that splits its passes itself (``hold``)."""
+        return self._native.library.address("pool_run")
+
+    def hold(self) -> int:
+        """Reserve the pool for native code calling ``pool_run`` (a compiled function's
+        entry): the context address to pass it, or 0 when another thread holds the pool
+        (run on one thread then). ``release()`` when the native call has returned."""
+        if not self._lock.acquire(False):
+            return 0
+        if self._workers is None:
+            if self._closed:
+                self._lock.release()
+                raise RuntimeError("NativePool.hold: the pool is closed")
+            self._start()  # the first run in a forked child
+        return self._workers.ctx
+
+    def release(self) -> None:
+        """End a ``hold``."""
+        self._lock.release()
+
     def close(self) -> None:
         """Stop and join the workers (waits for a run in flight); ``run`` then raises."""
         with self._lock:

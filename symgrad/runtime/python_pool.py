@@ -61,6 +61,15 @@ class PythonPool:
             self._lock.release()
         return True
 
+    run_address = 0  # no native pool_run: a compiled entry runs its passes on one thread
+
+    def hold(self) -> int:
+        """As ``NativePool.hold``; always 0 (no native context)."""
+        return 0
+
+    def release(self) -> None:
+        """As ``NativePool.release`` (never called: ``hold`` gives 0)."""
+
     def close(self) -> None:
         """Stop the threads (after the run in flight)."""
         with self._lock:

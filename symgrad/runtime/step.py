@@ -119,6 +119,7 @@ class Step:
         # per parameter: the non-finite elements of its gradient, then of its new value and
         # state (a finite gradient can still overflow an update: Adam with eps=0, a huge lr)
         checks = [_count_nonfinite(g) for g in simplified[1 + len(updates):]]
+        loss_check = _count_nonfinite(simplified[0])
         for i in range(len(self.params)):
             counts = [_count_nonfinite(v) for v, o in zip(new_values, owner) if o == i]
             checks.append(functools.reduce(operator.add, counts))
@@ -126,9 +127,12 @@ class Step:
         # is worked out only when a step fails (``_diagnose``)
         self._diagnostics = checks
         self._diagnose: Function | None = None
-        checks = [functools.reduce(operator.add, checks)]
+        checks = [functools.reduce(operator.add, checks + [loss_check])]
         outputs = simplified[:1 + len(updates)] + checks + watch_outputs
         self._checks = slice(1 + len(updates), 1 + len(updates) + len(checks))
+        # zero: the loss and every gradient and update finite, the gate passes (the step
+        # commits in its native call without a round trip through ``_accept``)
+        self._gate_zero = (self._checks.start,)
         self._function = Function(outputs, backend, fast_math)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
@@ -154,7 +158,8 @@ class Step:
         commit = self._commit
         self._batch = batch  # for ``_accept``'s diagnosis of a failed step
         try:
-            results = self._function.run(batch, commit, self._accept)
+            results = (self._function.run(batch, commit) if self._on_nonfinite == "apply"
+                       else self._function.run(batch, commit, self._accept, self._gate_zero))
         finally:
             self._batch = None
         loss, seen = results[0], results[self._checks.stop:]

@@ -22,7 +22,6 @@ value N times (``_batch_tolerance``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import re
 
 import backend_cases as bc
@@ -46,7 +45,6 @@ from symgrad.expr.ops_index import SCATTER, normalize_key
 from symgrad.expr.table import ALL_OPS
 from symgrad.runtime import jit
 from symgrad.runtime import llvm_function as llvm_fn
-from symgrad.runtime.llvm_function import KERNEL_TYPE
 
 F32, F64 = bc.F32, bc.F64
 BIG_N = 40009  # a prime: the two threads' slices differ in length
@@ -75,24 +73,20 @@ def two_threads():
 
 @contextlib.contextmanager
 def record_slices(fn):
-    """The ``[start, stop)`` slices of the batch that ``fn``'s pass kernels are called on
-    (by any thread) while in the block: a pass split over two threads makes two."""
+    """The ``[start, stop)`` slices of the batch that ``fn``'s passes ran on while in the
+    block (read from what each call gave its native entry): a pass split over two threads
+    makes two."""
     compiled = fn._compiled
     calls: list = []
+    entry = compiled._entry
 
-    def wrap(kernel):
-        def call(table, dims, start, stop):
-            calls.append((start, stop))
-            kernel(table, dims, start, stop)
-        return call
+    def call(*args):
+        entry(*args)
+        for threads, bounds in compiled.last_passes:
+            calls.extend(zip(bounds[:threads], bounds[1:threads + 1]))
 
-    wrapped = [wrap(k) for k in compiled._kernels]
-    # the thread pool calls kernels by address: callbacks into the wrappers (kept alive here)
-    callbacks = [KERNEL_TYPE(w) for w in wrapped]
-    addresses = [ctypes.cast(c, ctypes.c_void_p).value for c in callbacks]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compiled, "_kernels", wrapped)
-        mp.setattr(compiled, "_kernel_addresses", addresses)
+        mp.setattr(compiled, "_entry", call)
         yield calls
 
 
@@ -220,6 +214,7 @@ def test_every_operator_over_a_batch(group, dtype, two_threads):
     accumulated over N, or stored whole), at N = 0, 1, 7 and a prime split over threads."""
     outs = BATCHED[group](dtype)
     fn = llvm(outs)
+    llvm_fn._thread_pool()  # (the pool's own native code compiles once per process)
     compiles = jit.stats.compile_count
     for n in (0, 1, 7, BIG_N):
         feeds = bc.needed_feeds(outs, _batched_feeds(dtype, n, seed=n))
@@ -444,8 +439,7 @@ def test_bad_feed_raises_what_the_reference_raises(case, monkeypatch):
         sg.evaluate(outs, **feeds)
     assert type(ref_eval_error.value) is type(ref_error.value)
     ran = []
-    monkeypatch.setattr(compiled._compiled, "_kernels",
-                        [lambda *args: ran.append(args)] * len(compiled._compiled._kernels))
+    monkeypatch.setattr(compiled._compiled, "_entry", lambda *args: ran.append(args))
     for call in (compiled, compiled._compiled):  # sg.function, and the runtime object alone
         with pytest.raises(type(ref_error.value)) as error:
             call(**feeds)
@@ -538,7 +532,7 @@ def test_index_and_max_over_an_empty_batch_raise_as_the_reference(monkeypatch):
     x = sg.input("x")
     for e in (x[-1], x[0], sg.max(x), sg.min(x * 2), sg.argmax(x), sg.sum(x) + x[-1]):
         fn = llvm(e)
-        monkeypatch.setattr(fn._compiled, "_kernels", [None] * len(fn._compiled._kernels))
+        monkeypatch.setattr(fn._compiled, "_entry", None)
         with pytest.raises(Exception) as want:
             sg.evaluate(e, x=np.zeros(0, np.float32))
         with pytest.raises(type(want.value)) as got:

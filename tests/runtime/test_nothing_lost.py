@@ -123,6 +123,7 @@ def test_ctrl_c_during_a_commit_tears_nothing(position, monkeypatch):
     written (and the step counted) before the KeyboardInterrupt arrives."""
     step, params, batch = _regression("llvm")
     twin, twin_params, _ = _regression("llvm")
+    step._gate_zero = None  # the commit made in Python (a GPU parameter's, say)
     copyto = np.copyto
     calls = []
 
@@ -140,6 +141,35 @@ def test_ctrl_c_during_a_commit_tears_nothing(position, monkeypatch):
     twin(**batch)
     _same_state(_state(twin, twin_params), _state(step, params))
     assert step.step_count == 1
+
+
+def test_ctrl_c_during_a_native_step_tears_nothing():
+    """SIGINT from another thread while the native entry runs (a pass of tens of ms) and
+    commits: the KeyboardInterrupt arrives after it, with every value written."""
+    def model():
+        X = sg.input("X", shape=("N", 64))
+        W = sg.param("W", init=np.full(64, 0.01, np.float32))
+        loss = sg.mean(sg.tanh(sg.tanh(X @ W)) ** 2)
+        return sg.compile_step(loss, sg.optim.Adam(lr=0.01)), W
+
+    (step, W), (twin, twin_W) = model(), model()
+    batch = {"X": np.linspace(-1, 1, 400_000 * 64, dtype=np.float32).reshape(-1, 64)}
+    compiled = step._function._compiled
+    entry, entered = compiled._entry, []
+
+    def entry_interrupted(*args):
+        threading.Timer(0.002, os.kill, (os.getpid(), signal.SIGINT)).start()
+        entered.append(True)
+        entry(*args)
+
+    compiled._entry = entry_interrupted
+    with pytest.raises(KeyboardInterrupt):
+        step(**batch)
+    compiled._entry = entry
+    assert entered
+    twin(**batch)
+    _same_state(_state(twin, [twin_W]), _state(step, [W]))
+    assert step.step_count == 1 and not np.array_equal(W.value, np.full(64, 0.01))
 
 
 # -- parameters from arrays, several at once -------------------------------------------
@@ -231,15 +261,16 @@ def test_ctrl_c_during_a_threaded_pass_waits_for_the_workers(monkeypatch):
     real_pool, finished = llvm_function._thread_pool(), []
 
     class InterruptingPool:
-        threads = real_pool.threads
+        threads, run_address = real_pool.threads, real_pool.run_address
 
-        def run(self, *args):
+        def hold(self):
             # Ctrl-C from another thread while the workers run
             threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
-            try:
-                return real_pool.run(*args)
-            finally:
-                finished.append(True)  # every slice was done before anything else ran
+            return real_pool.hold()
+
+        def release(self):
+            real_pool.release()
+            finished.append(True)  # every slice was done before anything else ran
 
     monkeypatch.setattr(llvm_function, "_thread_pool", lambda: InterruptingPool())
     try:
