@@ -16,6 +16,11 @@ import numpy as np
 
 SYMBOLS = {np.dtype("float32"): ("sgemm", "symgrad_sgemm"),
            np.dtype("float64"): ("dgemm", "symgrad_dgemm")}
+# A tile GEMM over fewer terms than this runs as loops instead (``llvm.KernelBuilder._gemm``):
+# the softmax regression's 784x10 weight gradient over a tile of 1 sample took ~6 us in
+# OpenBLAS's small-matrix kernel, ~1 us as loops; at 8 samples 15 us vs 9 us; at 32 BLAS won
+# (25.7 vs 29.3 us for the whole step's kernels; AMD EPYC Zen 4, bench/README.md)
+LOOPS_BELOW_K = 16
 
 
 @functools.lru_cache(maxsize=1)

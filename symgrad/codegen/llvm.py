@@ -264,6 +264,7 @@ class KernelBuilder:
         self.scope: dict[str, ir.Value] = {"start": self.fn.args[nb + 1],
                                            "stop": self.fn.args[nb + 2]}
         self.accs: dict[str, tuple] = {}
+        self._gemms = 0  # (tags the loop indices of each GEMM run as loops)
 
     def build(self) -> None:
         self._entry_point()
@@ -365,6 +366,23 @@ class KernelBuilder:
         b.store(new, slot)
 
     def _gemm(self, s: L.Gemm, reduction: bool) -> None:
+        """A BLAS call, or loops where the contraction is over fewer than
+        ``blas.LOOPS_BELOW_K`` terms (a weight gradient over a tile of a few samples)."""
+        b = self.b
+        small, large, done = (self.fn.append_basic_block(f"gemm.{what}")
+                              for what in ("loops", "blas", "done"))
+        few = b.icmp_signed("<", self.value(s.k), _const(I64, blas.LOOPS_BELOW_K))
+        b.cbranch(few, small, large)
+        b.position_at_end(small)
+        self._gemms += 1
+        self.block(L.gemm_as_loops(s, str(self._gemms)), reduction)
+        b.branch(done)
+        b.position_at_end(large)
+        self._blas_gemm(s)
+        b.branch(done)
+        b.position_at_end(done)
+
+    def _blas_gemm(self, s: L.Gemm) -> None:
         """A BLAS call (``blas.SYMBOLS``): row-major ``C = op(A) @ op(B)`` is column-major
         ``C.T = op(B).T @ op(A).T``, so B goes first and the transposes swap places."""
         b, t = self.b, ltype(s.dtype)

@@ -12,7 +12,7 @@ builders/printers over this IR; ``str(kernel)`` prints it for people.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 
@@ -203,6 +203,38 @@ class Gemm:
 
 
 Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc, Gemm]
+
+
+def gemm_as_loops(g: Gemm, tag: str) -> list:
+    """The same contraction as loops: ``k`` rank-1 updates of ``C``, row by row, the
+    innermost loop along a row of ``C`` and of ``op(B)``. What a backend runs where a
+    BLAS call's own cost is most of the work (a tile of one sample's weight gradient).
+    ``tag`` keeps its loop indices apart from other statements'."""
+    i, k, j = (Index(f"{name}.{tag}") for name in ("gi", "gk", "gj"))
+
+    def element(buf: str, offset: Expr, row: Expr, col: Expr, ld: int, trans: bool) -> Load:
+        r, c = (col, row) if trans else (row, col)
+        return Load(buf, iadd(offset, iadd(imul(r, ld), c)), g.dtype)
+
+    def along_row(col: Expr) -> tuple[Expr, Store]:
+        at = iadd(g.c_offset, iadd(imul(i, g.ldc), col))
+        return at, Store(g.c, at, Op("add", (Load(g.c, at, g.dtype), Op(
+            "multiply", (a, element(g.b, g.b_offset, k, col, g.ldb, g.trans_b)), g.dtype)),
+            g.dtype))
+
+    def each_column(body: Callable[[Expr], Stmt]) -> list:
+        # a short row of C written out (the vectorizer then packs it without masks)
+        if isinstance(g.n, Const) and g.n.value <= 16:
+            return [body(Const(c, INT)) for c in range(g.n.value)]
+        return [Loop(j.name, Const(0, INT), g.n, [body(j)])]
+
+    a = Local(f"ga.{tag}", g.dtype)
+    rank1 = Loop(k.name, Const(0, INT), g.k, [
+        Let(a.name, element(g.a, g.a_offset, i, k, g.lda, g.trans_a)),
+        *each_column(lambda col: along_row(col)[1])])
+    zero = [] if g.accumulate else each_column(
+        lambda col: Store(g.c, along_row(col)[0], Const(0, g.dtype)))
+    return [Loop(i.name, Const(0, INT), g.m, zero + [rank1])]
 
 
 @dataclass

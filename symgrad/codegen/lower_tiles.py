@@ -139,7 +139,8 @@ class TilePass:
                 a_rows[0], a_rows[1], a_rows[2], True, b_rows[0], b_rows[1], b_rows[2], False,
                 partial, L.Const(0, L.INT), cols, L.Const(rows, L.INT), L.Const(cols, L.INT),
                 tiles.TILE_COUNT, True, n.dtype)], per_sample=False, last=True))
-            self.tile_notes.append(f"{label} += rows.T @ rows: BLAS gemm")
+            self.tile_notes.append(f"{label} += rows.T @ rows: BLAS gemm (loops for a tile "
+                                   f"of under {blas.LOOPS_BELOW_K} samples)")
         else:
             k = L.Index(self.names.fresh("k"))
             x = L.Load(a_rows[0], L.iadd(a_rows[1], L.iadd(L.imul(k, a_rows[2]), i)), n.dtype)
@@ -176,7 +177,8 @@ class TilePass:
             L.Const(0, L.INT), cols, tiles.TILE_COUNT, L.Const(cols, L.INT),
             L.Const(depth, L.INT), False, n.dtype)], per_sample=False))
         self.block_values[n] = (out, cols)
-        self.tile_notes.append(f"{self.labels.get(n, 'matmul')} = rows @ W: BLAS gemm")
+        how = "loops" if depth < blas.LOOPS_BELOW_K else "BLAS gemm"
+        self.tile_notes.append(f"{self.labels.get(n, 'matmul')} = rows @ W: {how}")
         return True
 
     def _matrix(self, b: Expr) -> tuple[str, L.Expr, int, bool]:

@@ -160,3 +160,34 @@ def test_gpu_lowering_keeps_one_sample_per_iteration():
     outputs, _ = mlp()
     program = lower(outputs, "gpu")
     assert "tiles of" not in program.plan_text and "Gemm" not in repr(program.kernels)
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cols,transposed", [(10, False), (3, True), (17, False)])
+def test_narrow_contractions_on_both_sides_of_the_loop_switch(cols, transposed, dtype):
+    """A tile GEMM over fewer than ``blas.LOOPS_BELOW_K`` terms runs as loops (a short row
+    of C written out when it has at most 16 columns), over more as BLAS: the weight gradient
+    of every tile size around the switch, and a product over a short depth (k < 16 always),
+    against NumPy."""
+    depth = 40
+    rng = np.random.default_rng(cols)
+    X = sg.input("X", ("N", depth), dtype=dtype)
+    D = sg.input("D", ("N", cols), dtype=dtype)
+    S = sg.input("S", ("N", 6), dtype=dtype)
+    w = rng.standard_normal((cols, 6) if transposed else (6, cols)).astype(dtype)
+    W = sg.param("W", init=w)
+    outputs = [X.T @ D, sg.sum(sg.tanh(S @ (W.T if transposed else W)), axis=0)]
+    f = sg.function(outputs)
+    assert "rows.T @ rows: BLAS gemm (loops for a tile of under 16 samples)" in f.plan
+    k = blas.LOOPS_BELOW_K
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for n in (1, 2, k - 1, k, k + 1, 3 * k, 257):  # 257: a tile of 256, then a tail of 1
+        x = rng.standard_normal((n, depth)).astype(dtype)
+        d = rng.standard_normal((n, cols)).astype(dtype)
+        s = rng.standard_normal((n, 6)).astype(dtype)
+        got_grad, got_sum = f(X=x, D=d, S=s)
+        np.testing.assert_allclose(got_grad, x.T @ d, rtol=tol * 10, atol=tol * n)
+        ww = w.T if transposed else w
+        np.testing.assert_allclose(got_sum, np.tanh(s @ ww).sum(0), rtol=tol * 10,
+                                   atol=tol * n)
