@@ -18,6 +18,7 @@ from symgrad.codegen import fusion, reductions, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
+from symgrad.codegen.passes import Compilation
 from symgrad.codegen.program import Accumulator, Program
 from symgrad.codegen.schedule import (
     LEAVES,
@@ -68,21 +69,27 @@ class _Names:
 TARGETS = ("cpu", "gpu")
 
 
-def lower(outputs: list[Expr], target: str = "cpu") -> Program:
+def lower(outputs: list[Expr], target: str = "cpu",
+          compilation: Compilation | None = None) -> Program:
     """Schedule and lower ``outputs`` to kernels for a ``target``: ``"cpu"`` (a thread runs a
     contiguous slice of the batch: samples in blocks against transposed weight copies,
     float32 sums in float64 chunks) or ``"gpu"`` (a thread runs a few samples: one sample
     per loop iteration, weights read in place, so a grid-stride loop can take the batch)."""
     if target not in TARGETS:
         raise ValueError(f"lowering target must be one of {TARGETS}, got {target!r}")
-    work = decompose(list(outputs))
-    plan = schedule(work)
-    return _Lowerer(plan, work, target).program()
+    compilation = compilation or Compilation()
+    with compilation.timed("schedule"):
+        work = decompose(list(outputs))
+        plan = schedule(work)
+    with compilation.timed("lower"):
+        return _Lowerer(plan, work, target, compilation).program()
 
 
 class _Lowerer(TilePass, IndexMaps):
-    def __init__(self, plan: Plan, outputs: list[Expr], target: str = "cpu"):
+    def __init__(self, plan: Plan, outputs: list[Expr], target: str = "cpu",
+                 compilation: Compilation | None = None):
         self.plan, self.outputs = plan, outputs
+        self.compilation = compilation or Compilation()
         self.cpu = target == "cpu"
         self.names = _Names()
         self.buffers: dict[str, L.Buffer] = {}
@@ -154,7 +161,7 @@ class _Lowerer(TilePass, IndexMaps):
                     self.combine = self._combine(stage_accs)
                     if k + 1 == len(listed) or listed[k + 1][0] != stage + 1:
                         kernels.append(self._kernel(f"combine{stage // 2 + 1}",
-                                                    fusion.fuse(self.combine), None, []))
+                                                    self._fused(self.combine), None, []))
                         stages.append(stage + 1)
                         self.combine = []
                 continue
@@ -209,8 +216,13 @@ class _Lowerer(TilePass, IndexMaps):
         # on the CPU, values over one shape share a loop nest (``fusion.py``); the CUDA
         # printer spreads each nest over a block's threads and keeps them apart
         values, self.combine = self.combine + values, []  # the last pass's partials first
-        body = fusion.fuse(values) if self.cpu else [s for v in values for s in v]
+        body = self._fused(values) if self.cpu else [s for v in values for s in v]
         return self._kernel(f"stage{stage // 2}", body, None, members)
+
+    def _fused(self, values: list[list]) -> list:
+        """Values' loop nests fused where safe (``fusion.py``), unless the pass is off."""
+        return fusion.fuse(values) if self.compilation.on("fuse") else \
+            [s for v in values for s in v]
 
     def _pass_kernel(self, stage: int, members: list[Expr]) -> tuple[L.Kernel, list]:
         self.scratch, self.locals, self.transposed, self.block_values = {}, {}, {}, {}

@@ -87,7 +87,8 @@ class TilePass:
     def _uses_blas(self, n: Expr, size: int) -> bool:
         """BLAS for a contraction of at least ``BLAS_MIN_MACS`` multiply-adds per sample,
         when SciPy's BLAS is there (else loop nests)."""
-        return size >= BLAS_MIN_MACS and self.tile >= 8 and blas.available(n.dtype)
+        return (size >= BLAS_MIN_MACS and self.tile >= 8 and blas.available(n.dtype)
+                and self.compilation.on("blas"))
 
     def _contraction_over_tile(self, n: Expr) -> bool:
         """``A.T @ B`` summed over the batch, a matrix of fixed shape (a weight gradient)."""

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.codegen.lower import Program, lower
+from symgrad.codegen.passes import Compilation
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
@@ -40,12 +41,14 @@ from symgrad.runtime.signals import deferred_signals
 class CompiledFunction:
     """Outputs lowered for a ``target`` ("cpu", "gpu"); a backend adds ``run``."""
 
-    def __init__(self, outputs: Outputs, target: str = "cpu"):
+    def __init__(self, outputs: Outputs, target: str = "cpu",
+                 compilation: Compilation | None = None):
         self.outputs, self._single = as_outputs(outputs)
         self.inputs = graph_inputs(self.outputs)
         self._dims = symbolic_dims(self.outputs)
         self._checks = value_checks(self.outputs)  # hidden outputs after the user's
-        self.program: Program = lower(self.outputs + self._checks, target)
+        self.compilation = compilation or Compilation()
+        self.program: Program = lower(self.outputs + self._checks, target, self.compilation)
         self._guards = _size_guards(self.outputs)
         self._check_feeds = FeedChecker(self.inputs, self._dims)
 

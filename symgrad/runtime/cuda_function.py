@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.codegen.cuda import CudaKernel, CudaProgram, render_cuda
+from symgrad.codegen.passes import Compilation
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs, check_dims_bound, check_feeds
 from symgrad.expr.leaves import INPUT
@@ -43,9 +44,11 @@ _ALIGN = 256
 class CUDAFunction(CompiledFunction):
     """Outputs compiled to CUDA kernels; call with feeds by input name."""
 
-    def __init__(self, outputs: Outputs, fast_math: bool = False):
-        super().__init__(outputs, "gpu")
-        self.cuda: CudaProgram = render_cuda(self.program, fast_math)
+    def __init__(self, outputs: Outputs, fast_math: bool = False,
+                 compilation: Compilation | None = None):
+        super().__init__(outputs, "gpu", compilation)
+        with self.compilation.timed("render"):
+            self.cuda: CudaProgram = render_cuda(self.program, fast_math)
         prog = self.program
         self._node_of = {name: n for n, name in prog.node_buffer.items()}  # buffer -> node
         self._stage_of = {a.partial: stage for stage, accs in prog.accumulators.items()

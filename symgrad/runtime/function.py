@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from symgrad.codegen.passes import Compilation
+from symgrad.diff.simplify import simplify
 from symgrad.expr.evaluate import (
     Outputs,
     as_outputs,
@@ -30,7 +32,8 @@ class Function:
     >>> print(f.plan)          # what each compiled kernel computes, pass by pass
     """
 
-    def __init__(self, outputs: Outputs, backend: str = "llvm", fast_math: bool = False):
+    def __init__(self, outputs: Outputs, backend: str = "llvm", fast_math: bool = False,
+                 passes: Mapping[str, bool] | Compilation | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"got {backend!r}")
@@ -38,18 +41,24 @@ class Function:
             raise ValueError(f"fast_math=True is an option of backend='cuda' (its __expf, "
                              f"__logf, ... approximations), not of {backend!r}")
         self.backend = backend
+        self.compilation = passes if isinstance(passes, Compilation) else \
+            Compilation(passes, defaults={"simplify": False})
         self.outputs, self._single = as_outputs(outputs)
+        if self.compilation.on("simplify"):
+            with self.compilation.timed("simplify"):
+                self.outputs = simplify(self.outputs)
         self.inputs = graph_inputs(self.outputs)
         self._dims = symbolic_dims(self.outputs)
         self._compiled = None
         if backend == "llvm":
             from symgrad.runtime.llvm_function import LLVMFunction
 
-            self._compiled = LLVMFunction(self.outputs)
+            self._compiled = LLVMFunction(self.outputs, self.compilation)
         elif backend == "cuda":
             from symgrad.runtime.cuda_function import CUDAFunction
 
-            self._compiled = CUDAFunction(self.outputs, fast_math=fast_math)
+            self._compiled = CUDAFunction(self.outputs, fast_math=fast_math,
+                                          compilation=self.compilation)
 
     def __call__(self, feeds: Mapping[Any, Any] | None = None, /,
                  **keywords: Any) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -101,6 +110,12 @@ class Function:
         return self._need_compiled("cubin").cubin(arch)
 
     @property
+    def timings(self) -> dict[str, float]:
+        """Seconds each compiler pass took (``codegen/passes.py``; print
+        ``f.compilation.report()`` for a table)."""
+        return dict(self.compilation.timings)
+
+    @property
     def plan(self) -> str:
         """The kernels and what each fuses, pass by pass over the batch."""
         return self._need_compiled("plan").plan
@@ -115,14 +130,18 @@ class Function:
         return f"<symgrad.Function backend={self.backend!r} inputs=({names})>"
 
 
-def function(outputs: Outputs, backend: str = "llvm", fast_math: bool = False) -> Function:
+def function(outputs: Outputs, backend: str = "llvm", fast_math: bool = False,
+             passes: Mapping[str, bool] | None = None) -> Function:
     """Compile ``outputs`` (one node or a list) for a backend: ``"llvm"`` (the default,
     vectorized multi-core CPU code), ``"cuda"`` (CUDA C for NVIDIA GPUs; without a GPU it
     still generates and compiles the source, and raises when called), ``"numpy"`` (the
     reference interpreter). ``fast_math=True`` (cuda only) uses the GPU's approximate
-    ``__expf``/``__logf``/``__sinf``/``__cosf`` for float32.
+    ``__expf``/``__logf``/``__sinf``/``__cosf`` for float32. ``passes`` switches compiler
+    passes on or off (``{"simplify": True}`` rewrites the outputs first; ``"fuse"``,
+    ``"blas"``, ``"optimize"``: ``codegen/passes.py``); ``f.timings`` says where the compile
+    time went.
 
     >>> f = sg.function(sg.mean((w * x - y) ** 2))
     >>> f(x=[1.0, 2.0], y=[2.0, 4.0])
     """
-    return Function(outputs, backend, fast_math)
+    return Function(outputs, backend, fast_math, passes)

@@ -204,8 +204,10 @@ def optimize(module_ir_text: str) -> str:
         return str(module)
 
 
-def compile_module(ir_text: str, symbols: Sequence[str]) -> CompiledLibrary:
-    """Parse, verify, optimize, generate object code and load it; no caching.
+def compile_module(ir_text: str, symbols: Sequence[str], optimize: bool = True
+                   ) -> CompiledLibrary:
+    """Parse, verify, optimize (unless ``optimize=False``), generate object code and load
+    it; no caching.
 
     >>> lib = compile_module(ir, ["add"])
     >>> lib.cfunc("add", ctypes.c_double, ctypes.c_double, ctypes.c_double)(1.0, 2.0)
@@ -214,7 +216,8 @@ def compile_module(ir_text: str, symbols: Sequence[str]) -> CompiledLibrary:
     with _lock:
         target = host()
         module = _parse(ir_text, target)
-        _run_o3(module, target)
+        if optimize:
+            _run_o3(module, target)
         optimized = str(module)
         object_code = target.target_machine.emit_object(module)
         stats.compile_count += 1
@@ -332,19 +335,21 @@ def __getattr__(name: str) -> int:
 
 
 def get_or_compile(key: str | None, build_ir: Callable[[], str],
-                   symbols: Sequence[str]) -> CompiledLibrary:
+                   symbols: Sequence[str], optimize: bool = True) -> CompiledLibrary:
     """The library for ``key``: from memory, else from the disk cache, else compiled.
 
     ``key`` names the IR that ``build_ir()`` would return (a hash of the graph, say); it is
     combined with the host CPU and features, the vector width, the llvmlite, LLVM and symgrad
     versions. ``build_ir`` is called only when LLVM must run. With ``key=None`` the IR text is
-    the key (``build_ir`` is then always called).
+    the key (``build_ir`` is then always called). ``optimize=False`` skips LLVM's -O3
+    pipeline (a separate cache entry).
 
     >>> lib = get_or_compile(graph_hash, lambda: render_llvm(kernels), ["kernel0"])
     """
     with _lock:
         ir_text = build_ir() if key is None else None
-        digest = _digest(ir_text if key is None else key, host())
+        digest = _digest((ir_text if key is None else key) + ("" if optimize else "\0O0"),
+                         host())
         library = _memory.get(digest)
         if library is not None:
             _memory.move_to_end(digest)
@@ -357,7 +362,8 @@ def get_or_compile(key: str | None, build_ir: Callable[[], str],
         if library is not None:
             stats.disk_hits += 1
         else:
-            library = compile_module(build_ir() if ir_text is None else ir_text, symbols)
+            library = compile_module(build_ir() if ir_text is None else ir_text, symbols,
+                                     optimize)
             _disk.store(digest, {"object": library.object_code,
                                  "ir": library.optimized_ir.encode()})
         _memory[digest] = library

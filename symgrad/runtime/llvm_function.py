@@ -23,6 +23,7 @@ from symgrad.codegen import blas
 from symgrad.codegen import llvm_entry as E
 from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm import render_llvm
+from symgrad.codegen.passes import Compilation
 from symgrad.codegen.schedule import LEAVES
 from symgrad.expr.evaluate import Outputs
 from symgrad.runtime import jit, native_pool
@@ -85,8 +86,8 @@ def _codegen_digest() -> str:
 class LLVMFunction(CompiledFunction):
     """Outputs compiled to machine code; call with feeds by input name."""
 
-    def __init__(self, outputs: Outputs):
-        super().__init__(outputs, "cpu")
+    def __init__(self, outputs: Outputs, compilation: Compilation | None = None):
+        super().__init__(outputs, "cpu", compilation)
         self.buffer_names = list(self.program.buffers)
         self.dim_names = list(self.program.dims)
         self._index = {n: i for i, n in enumerate(self.buffer_names)}
@@ -97,7 +98,12 @@ class LLVMFunction(CompiledFunction):
         key = hashlib.sha256((_codegen_digest() + repr(self.program.kernels) +
                               repr(self.program.stages) + repr(self._index) +
                               repr(self._dim_index)).encode()).hexdigest()
-        self.library = jit.get_or_compile(key, lambda: self.source, [E.ENTRY])
+        log = self.compilation
+        with log.timed("jit"):
+            self.library = jit.get_or_compile(key, lambda: self.source, [E.ENTRY],
+                                              optimize=log.on("optimize"))
+        if "render" in log.timings:  # (rendered inside the jit pass: LLVM needed the IR)
+            log.timings["jit"] -= log.timings["render"]
         self._entry = ENTRY_TYPE(self.library.address(E.ENTRY))
         self.last_passes: list = []  # (threads, bounds) of each pass of the last call
         self._layout()
@@ -107,11 +113,14 @@ class LLVMFunction(CompiledFunction):
     def source(self) -> str:
         """The LLVM IR as generated (rendered on first use; a cached function skips it)."""
         if self._source is None:
-            self._source = render_llvm(
-                self.program.kernels, self._index, self._dim_index,
-                is_pass=[stage % 2 == 1 for stage in self.program.stages],
-                threads_slot=self._dim_index.get(L.THREADS.name, -1))
+            with self.compilation.timed("render"):
+                self._source = self._render()
         return self._source
+
+    def _render(self) -> str:
+        return render_llvm(self.program.kernels, self._index, self._dim_index,
+                           is_pass=[stage % 2 == 1 for stage in self.program.stages],
+                           threads_slot=self._dim_index.get(L.THREADS.name, -1))
 
     @property
     def asm(self) -> str:

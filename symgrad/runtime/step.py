@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from symgrad.codegen.passes import Compilation
 from symgrad.diff import grad, simplify
 from symgrad.expr import functions as F
 from symgrad.expr import tensors
@@ -72,7 +73,8 @@ class Step:
 
     def __init__(self, loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
                  backend: str = "llvm", fast_math: bool = False,
-                 on_nonfinite: str = "raise"):
+                 on_nonfinite: str = "raise", passes: Mapping[str, bool] | None = None):
+        self.compilation = Compilation(passes, defaults={"simplify": True})
         if not isinstance(loss, Expr) or loss.shape != ():
             shape = getattr(loss, "shape", None)
             raise ValueError(f"compile_step: the loss must be a scalar expression, got "
@@ -87,7 +89,8 @@ class Step:
                 raise TypeError(f"compile_step: params must be symgrad parameters, got {p!r}")
         if not self.params:
             raise ValueError("compile_step: the loss depends on no parameter to train")
-        grads = grad(loss, self.params)
+        with self.compilation.timed("derive"):
+            grads = grad(loss, self.params)
         self.derivatives: dict[Expr, Expr] = dict(zip(self.params, grads))
         # float64 scalars: Adam's 1 - 0.999 is already 1e-5 off in float32 (the optimizer
         # casts where they meet the parameters' arrays)
@@ -114,7 +117,10 @@ class Step:
         self._watches = watched_in([loss])
         watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
         self.watched: dict[str, dict[str, object]] = {}
-        simplified = simplify([loss] + [value for _, value in updates] + grads)
+        simplified = [loss] + [value for _, value in updates] + grads
+        if self.compilation.on("simplify"):
+            with self.compilation.timed("simplify"):
+                simplified = simplify(simplified)
         new_values = simplified[1:1 + len(updates)]
         # per parameter: the non-finite elements of its gradient, then of its new value and
         # state (a finite gradient can still overflow an update: Adam with eps=0, a huge lr)
@@ -133,7 +139,7 @@ class Step:
         # zero: the loss and every gradient and update finite, the gate passes (the step
         # commits in its native call without a round trip through ``_accept``)
         self._gate_zero = (self._checks.start,)
-        self._function = Function(outputs, backend, fast_math)
+        self._function = Function(outputs, backend, fast_math, passes=self.compilation)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
         self._model_inputs = graph_inputs([loss])
@@ -266,6 +272,12 @@ class Step:
                 for name, p in named.items()}
 
     @property
+    def timings(self) -> dict[str, float]:
+        """Seconds each compiler pass took for this step (derive, simplify, schedule,
+        lower, render, jit; ``step.compilation.report()`` prints them)."""
+        return dict(self.compilation.timings)
+
+    @property
     def step_count(self) -> int:
         """How many steps have been applied (skipped steps do not count)."""
         return int(self._count.arg.snapshot())  # a read: a GPU copy stays current
@@ -297,7 +309,8 @@ class Step:
 
 def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
                  backend: str = "llvm", fast_math: bool = False,
-                 on_nonfinite: str = "raise") -> Step:
+                 on_nonfinite: str = "raise", passes: Mapping[str, bool] | None = None
+                 ) -> Step:
     """Compile one training step of ``optimizer`` on ``loss``: every parameter the loss
     depends on (or ``params``) is updated in place by each call.
 
@@ -305,8 +318,12 @@ def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = Non
     ``"raise"`` (:class:`NonFiniteError`; nothing is written), ``"skip"`` (nothing is
     written; ``step.skipped`` counts it) or ``"apply"``.
 
+    ``passes`` switches compiler passes off (``{"simplify": False}``: the derivatives
+    compiled as derived; ``"fuse"``, ``"blas"``, ``"optimize"``: ``codegen/passes.py``);
+    ``step.timings`` says where the compile time went.
+
     >>> step = sg.compile_step(loss, sg.optim.Adam(lr=1e-3))
     >>> value = step(X=images, labels=digits)
     >>> step.optimizer.lr = 1e-4          # takes effect at the next call, no recompiling
     """
-    return Step(loss, optimizer, params, backend, fast_math, on_nonfinite)
+    return Step(loss, optimizer, params, backend, fast_math, on_nonfinite, passes=passes)
