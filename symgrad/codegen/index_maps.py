@@ -30,21 +30,21 @@ class IndexMaps:
             elif e[0] == "all":
                 src_idx.append(i)
             else:
-                start, _, step = e[1:]
-                length = g.shape[len(src_idx)]
-                j = L.IOp("-", i, L.Const(start, L.INT))
+                start, step = slice_start(e, n.shape[axis]), e[3]
+                length = L.size_expr(g.shape[len(src_idx)])
+                j = L.IOp("-", i, start)
                 if step > 0:
-                    conds.append(L.IOp("<=", L.Const(start, L.INT), i))
+                    conds.append(L.IOp("<=", start, i))
                 else:
-                    conds.append(L.IOp("<=", i, L.Const(start, L.INT)))
-                    j = L.IOp("-", L.Const(start, L.INT), i)
+                    conds.append(L.IOp("<=", i, start))
+                    j = L.IOp("-", start, i)
                 s = abs(step)
                 if s != 1:
                     conds.append(L.IOp("==", L.IOp("%", j, L.Const(s, L.INT)),
                                        L.Const(0, L.INT)))
                     j = L.IOp("//", j, L.Const(s, L.INT))
-                conds.append(L.IOp("<", j, L.Const(length, L.INT)))
-                src_idx.append(L.IOp("clamp", j, L.Const(length, L.INT)))  # safe if unused
+                conds.append(L.IOp("<", j, length))
+                src_idx.append(L.IOp("clamp", j, length))  # safe if unused
             axis += 1
         value = self.expr(g, tuple(src_idx))
         cond = conds[0] if conds else None
@@ -118,7 +118,23 @@ def index_map(idx: tuple, key: tuple, src_shape: tuple) -> tuple:
         elif e[0] == "all":
             src.append(next(it))
         else:
-            start, _, step = e[1:]
-            src.append(L.iadd(L.Const(start, L.INT), L.imul(next(it), step)))
+            src.append(L.iadd(slice_start(e, src_shape[axis_in]), L.imul(next(it), e[3])))
         axis_in += 1
     return tuple(src)
+
+
+def slice_start(e: tuple, dim: int | str) -> L.Expr:
+    """The first index a slice entry reads along an axis of length ``dim``: a constant, or
+    for a slice of a symbolic dimension (``dslice``) Python's rule at run time (a start
+    past the end only matters when the slice is empty, and then nothing is read)."""
+    start, step = e[1], e[3]
+    if e[0] == "slice":
+        return L.Const(start, L.INT)
+    n = L.size_expr(dim)
+    if start is None:
+        return L.Const(0, L.INT) if step > 0 else L.iadd(n, -1)
+    if step > 0:  # max(0, N + start) for a negative start
+        return L.Const(start, L.INT) if start >= 0 else \
+            L.IOp("clamp", L.iadd(n, start), L.iadd(n, 1))
+    # a negative step starts at min(start, N - 1), or at N + start
+    return L.IOp("clamp", L.Const(start, L.INT), n) if start >= 0 else L.iadd(n, start)

@@ -95,7 +95,9 @@ class _Lowerer(TilePass, IndexMaps):
         self.buffers: dict[str, L.Buffer] = {}
         self.node_buffer: dict[Expr, str] = {}
         self.const_arrays: dict[str, np.ndarray] = {}
-        self.dims: set[str] = set()
+        # every symbolic size a kernel may read: a buffer's, or a slice's length (``N-1``)
+        # in an index map of a value that has no buffer
+        self.dims: set[str] = {d for n in plan.order for d in n.shape if isinstance(d, str)}
         self.scratch: dict[Expr, str] = {}  # per-sample buffers of the current pass
         self.block_values: dict[Expr, tuple] = {}  # values computed a block at a time
         self.locals: dict[Expr, L.Local] = {}  # per-sample scalars of the current pass

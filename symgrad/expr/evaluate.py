@@ -14,7 +14,7 @@ import numpy as np
 
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, toposort
-from symgrad.expr.shapes import fmt, size_of
+from symgrad.expr.shapes import SliceDim, bind_derived, fmt, size_of
 
 Outputs = Expr | Sequence[Expr]
 
@@ -215,10 +215,12 @@ def symbolic_dims(nodes: Sequence[Expr]) -> frozenset[str]:
     return frozenset(d for d in used if isinstance(d, str))
 
 
-def check_dims_bound(nodes: Sequence[Expr] | frozenset, sizes: Mapping[str, int]) -> None:
-    """Every symbolic dimension the graph uses (or the given set) must be set by an input."""
+def check_dims_bound(nodes: Sequence[Expr] | frozenset, sizes: dict[str, int]) -> None:
+    """Every symbolic dimension the graph uses (or the given set) must be set by an input;
+    the sizes of sliced dimensions (``N-1``) are added to ``sizes`` from their bases."""
     dims = nodes if isinstance(nodes, frozenset) else symbolic_dims(nodes)
-    unbound = sorted(d for d in dims if d not in sizes)
+    bind_derived(dims, sizes)  # N-1 of x[1:], from N
+    unbound = sorted(d for d in dims if d not in sizes and not isinstance(d, SliceDim))
     if unbound:
         raise ValueError(f"no input sets the dimension{'s' if len(unbound) > 1 else ''} "
                          f"{', '.join(map(repr, unbound))}: feed an input whose shape has "

@@ -2,7 +2,9 @@
 
 The argument is a normalised key with one entry per source axis plus inserted axes:
 ``("int", i)``, ``("slice", start, stop, step)`` (``stop`` is ``None`` when a negative
-step runs past index 0), ``("all",)`` for a full slice of a symbolic dimension, and
+step runs past index 0), ``("all",)`` for a full slice of a symbolic dimension,
+``("dslice", start, stop, step)`` for any other slice of one (as written: ``None`` or ints,
+negative from the end; the result's length is a ``SliceDim`` such as ``N-1``), and
 ``("new",)`` for ``None``.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from symgrad.expr.node import SHAPE, Expr, OpDef
-from symgrad.expr.shapes import Shape, ShapeError, fmt
+from symgrad.expr.shapes import Shape, ShapeError, fmt, slice_of
 
 
 def normalize_key(shape: Shape, key: object) -> tuple:
@@ -44,11 +46,7 @@ def normalize_key(shape: Shape, key: object) -> tuple:
             out.append(("int", k))
         elif isinstance(k, slice):
             if isinstance(dim, str):
-                if k != slice(None):
-                    raise NotImplementedError(
-                        f"slicing the symbolic dimension {dim!r} (axis {axis}) with {k} is not "
-                        "supported; slice only axes of known length")
-                out.append(("all",))
+                out.append(_symbolic_slice(k, dim, axis))
             else:
                 start, stop, step = k.indices(dim)
                 out.append(("slice", start, stop if stop >= 0 else None, step))
@@ -58,9 +56,26 @@ def normalize_key(shape: Shape, key: object) -> tuple:
     return tuple(out)
 
 
+def _symbolic_slice(k: slice, dim: str, axis: int) -> tuple:
+    """The key entry of a slice of symbolic dimension ``dim``: constant start, stop, step."""
+    parts = (k.start, k.stop, k.step)
+    if not all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+               for v in parts):
+        raise TypeError(f"slicing the symbolic dimension {dim!r} (axis {axis}): start, stop "
+                        f"and step must be ints or None, got {k}")
+    start, stop, step = (None if v is None else int(v) for v in parts)
+    step = 1 if step is None else step
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    if slice_of(dim, start, stop, step) == dim and step == 1:
+        return ("all",)
+    return ("dslice", start, stop, step)
+
+
 def _as_slices(key: tuple) -> tuple:
     spell = {"int": lambda e: e[1], "slice": lambda e: slice(*e[1:]),
-             "all": lambda e: slice(None), "new": lambda e: None}
+             "dslice": lambda e: slice(*e[1:]), "all": lambda e: slice(None),
+             "new": lambda e: None}
     return tuple(spell[e[0]](e) for e in key)
 
 
@@ -72,6 +87,8 @@ def _infer(srcs, key):
             continue
         if e[0] == "slice":
             out.append(len(range(shape[axis])[slice(*e[1:])]))
+        elif e[0] == "dslice":
+            out.append(slice_of(shape[axis], *e[1:]))
         elif e[0] == "all":
             out.append(shape[axis])
         axis += 1
@@ -87,7 +104,7 @@ def _fmt_entry(e: tuple) -> str:
         return ":"
     start, stop, step = e[1:]
     text = f"{start if start else ''}:{'' if stop is None else stop}"
-    return text + (f":{step}" if step != 1 else "")
+    return text + (f":{step}" if step != 1 else "")  # (a dslice's start may be None)
 
 
 def fmt_key(key: tuple) -> str:

@@ -23,6 +23,67 @@ class ShapeError(ValueError):
     """Shapes that do not fit together; raised where the bad node is built."""
 
 
+class SliceDim(str):
+    """The length of a slice of a symbolic dimension: ``x[1:]`` of an ``(N,)`` input has
+    shape ``(N-1,)``. Still symbolic (a new ``N`` never recompiles), and still a ``str``:
+    its name is a formula of the length, so two slices of one length (``x[1:]`` and
+    ``x[:-1]``) have equal dimensions and broadcast together. ``length(sizes)`` is its
+    size once ``base`` is bound (Python's slice semantics: exact at N = 0, 1, 2)."""
+
+    base: str
+    start: int | None
+    stop: int | None
+    step: int
+
+    def __new__(cls, base: str, start: int | None, stop: int | None, step: int) -> SliceDim:
+        self = super().__new__(cls, _slice_name(base, start, stop, step))
+        self.base, self.start, self.stop, self.step = base, start, stop, step
+        return self
+
+    def __reduce__(self) -> tuple:
+        return SliceDim, (self.base, self.start, self.stop, self.step)
+
+    def length(self, sizes: dict[str, int]) -> int:
+        """The size, given the sizes of ``base`` (and of what it is a slice of)."""
+        n = sizes[self.base] if self.base in sizes else self.base.length(sizes)
+        return len(range(n)[self.start:self.stop:self.step])
+
+
+def _slice_name(base: str, start: int | None, stop: int | None, step: int) -> str:
+    """``N-1`` for ``N[1:]`` and ``N[:-1]``; ``len(N[a:b:c])`` where no shorter formula
+    holds at every N."""
+    if step > 0 and (start or 0) >= 0 and (stop is None or stop < 0):
+        k = (start or 0) - (stop or 0)  # the elements left out: max(0, ceil((N - k) / step))
+        return f"{base}-{k}" if step == 1 else f"ceil(({base}-{k})/{step})" if k else \
+            f"ceil({base}/{step})"
+    if step == -1 and start is None and stop is None:
+        return base  # (never built: a reversal keeps the dimension)
+    spell = ["" if v is None else str(v) for v in (start, stop)]
+    return f"len({base}[{spell[0]}:{spell[1]}:{step}])"
+
+
+def slice_of(dim: str, start: int | None, stop: int | None, step: int) -> str:
+    """The dimension of ``x[start:stop:step]`` along a symbolic axis ``dim``: ``dim`` itself
+    when the slice keeps every element (``[:]``, ``[0:]``, ``[::-1]``)."""
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    if (start in (None, 0) and stop is None and step == 1) or (
+            start is None and stop is None and step == -1):
+        return dim
+    return SliceDim(dim, start, stop, step)
+
+
+def bind_derived(dims: frozenset | set, sizes: dict[str, int]) -> None:
+    """Add the sizes of the sliced dimensions among ``dims`` to ``sizes`` (their bases are
+    bound already, or none of them is: ``check_dims_bound`` names those)."""
+    for d in dims:
+        if isinstance(d, SliceDim) and d not in sizes:
+            try:
+                sizes[d] = d.length(sizes)
+            except (KeyError, AttributeError):
+                pass  # an unbound base: reported as unbound by the caller
+
+
 class RepeatedDimWarning(UserWarning):
     """A broadcast that puts one symbolic dimension on two axes: ``(N,) - (N, 1)`` is an
     ``(N, N)`` array, NumPy's answer but seldom what was meant."""
@@ -75,7 +136,7 @@ def as_shape(shape: object, what: str = "shape") -> Shape:
                 raise TypeError(f"{what}: dimension {d!r} is neither an int nor a name")
         if isinstance(d, int) and d < 0:
             raise ValueError(f"{what}: dimension {d} is negative")
-        if isinstance(d, str) and not d.isidentifier():
+        if isinstance(d, str) and not d.isidentifier() and not isinstance(d, SliceDim):
             raise ValueError(f"{what}: dimension name {d!r} is not an identifier")
         out.append(d)
     return tuple(out)
