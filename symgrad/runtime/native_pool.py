@@ -1,18 +1,25 @@
 """A thread pool whose workers wait in machine code: a split pass costs microseconds.
 
-A pass over the batch split across threads runs slice ``t`` of ``kernel(table, dims, start,
-stop)`` on thread ``t``. With a Python pool every split pays a Python round trip per worker
-(submit, wake, future, wait: tens of microseconds), so only passes of a millisecond or more
-were worth splitting. Here each worker is a Python thread that called the native
-``pool_worker`` once (through ctypes, which released the GIL) and stays in it:
+A pass over the batch split n ways runs slice ``t`` of ``kernel(table, dims, start, stop)``
+with ``tables[t]``, on whichever thread claims it first. With a Python pool every split pays
+a Python round trip per worker (submit, wake, future, wait: tens of microseconds), so only
+passes of a millisecond or more were worth splitting. Here each worker is a Python thread
+that called the native ``pool_worker`` once (through ctypes, which released the GIL) and
+stays in it:
 
     caller (pool_run)                         worker w (pool_worker, forever)
-    pending = n - 1                           spin on slot[w].gen (pause), a few us,
-    slot[w] = job; slot[w].gen += 1 ------->    then futex-wait on it
-    futex-wake w if it sleeps                 run slot[w].job
-    run slice 0                               pending -= 1; the last one futex-wakes the
-    spin on pending, then futex-wait  <-----    caller if it sleeps
+    pending = n; job = (kernel, tables, ...)  spin on slot[w].gen (pause), a few us,
+    claim = run << 32 | n << 16 | 0             then futex-wait on it
+    slot[w].gen += 1, w < n - 1  ---------->  claim slices (CAS on claim) and run them
+    futex-wake w if it sleeps                   until none is left; pending -= 1 each;
+    claim slices and run them                   the last one futex-wakes the caller if
+    spin on pending, then futex-wait  <-----    it sleeps
     return
+
+Slices are claimed, not assigned: a worker that wakes late or is not scheduled (a busy
+machine, other programs' spinning threads) leaves its slices to the caller, so a split pass
+is never much slower than one thread; and since slice t always reads and writes what
+``tables[t]`` names (its own partials), the result is the same whichever thread ran it.
 
 No Python runs between the caller's call and its return. On a 2-core znver3 KVM guest
 (``bench/native_pool.py``): an empty run on 2 threads ~2 us with the worker spinning (the
@@ -34,7 +41,7 @@ Why it is built this way:
   slower on the KVM guest (pause-loop exits deschedule the vCPU), and on a busy machine the
   thread waited for may need the core.
 - **Deterministic**: slice ``t`` reads ``tables[t]`` and writes only what that table names,
-  whichever thread runs it; the pool adds no arithmetic.
+  whichever thread claims it; the pool adds no arithmetic.
 - **Python threads** (not native ones): Python owns their stacks (``STACK_BYTES``, set while
   they start: kernels keep up to a few MiB of tile scratch on the stack), their per-thread
   initializer runs in Python (by default OpenBLAS's thread-local thread count set to 1:
@@ -87,8 +94,11 @@ YIELD_AFTER_US = 10.0  # a spin longer than this yields the core between two loo
 _LINE = 64
 _WORKER_SPIN, _CALLER_SPIN, _YIELD_AFTER = 0, 8, 16  # i64 cycles
 _PENDING, _WAITING = 64, 68  # i32: slices not done; the caller may sleep on _PENDING
+# The run's job (written before its claim word is published): the kernel, the tables, the
+# dims, the bounds; and the claim word: run number << 32 | slices << 16 | next slice
+_CLAIM, _JOB_KERNEL, _JOB_TABLES, _JOB_DIMS, _JOB_BOUNDS = 72, 80, 88, 96, 104
 _SLOTS = 128
-_GEN, _SLEEPING, _QUIT, _KERNEL, _TABLE, _DIMS, _START, _STOP = 0, 4, 8, 16, 24, 32, 40, 48
+_GEN, _SLEEPING, _QUIT = 0, 4, 8  # a worker's slot: its wake-up generation, flags
 
 _SYSCALL = "symgrad_pool_syscall"  # libc's syscall(), bound under a name of our own
 _I32, _I64, _PTR = ir.IntType(32), ir.IntType(64), ir.PointerType()
@@ -189,13 +199,11 @@ def _build_worker(module: ir.Module) -> None:
     ctx, index = fn.args
     slot = e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(index, ir.Constant(_I64, _LINE))))
     gen, sleeping = e.at(slot, _GEN), e.at(slot, _SLEEPING)
-    pending, waiting = e.at(ctx, _PENDING), e.at(ctx, _WAITING)
     seen = b.alloca(_I32)  # the last generation this worker ran (mem2reg makes it a phi)
     b.store(ir.Constant(_I32, 0), seen)
     wait_top, got, sleep, futex, woke = (e.block(n) for n in
                                          ("wait", "got", "sleep", "futex", "woke"))
-    job, finished, last, wake, leave = (e.block(n) for n in
-                                        ("job", "finished", "last", "wake", "leave"))
+    job, leave = e.block("job"), e.block("leave")
     b.branch(wait_top)
 
     b.position_at_end(wait_top)
@@ -219,23 +227,53 @@ def _build_worker(module: ir.Module) -> None:
     quit_ = e.load(e.at(slot, _QUIT), _I32, "monotonic")
     b.cbranch(b.icmp_unsigned("!=", quit_, ir.Constant(_I32, 0)), leave, job)
 
-    b.position_at_end(job)  # the job's fields were written before the release of gen
-    e.call_kernel(e.load(e.at(slot, _KERNEL), _I64), e.load(e.at(slot, _TABLE), _PTR),
-                  e.load(e.at(slot, _DIMS), _PTR), e.load(e.at(slot, _START), _I64),
-                  e.load(e.at(slot, _STOP), _I64))
-    b.branch(finished)
-    b.position_at_end(finished)
-    before = b.atomic_rmw("sub", pending, ir.Constant(_I32, 1), "seq_cst")
-    b.cbranch(b.icmp_unsigned("==", before, ir.Constant(_I32, 1)), last, wait_top)
-    b.position_at_end(last)  # the last slice: wake the caller if it said it may sleep
-    b.cbranch(b.icmp_unsigned("!=", e.load(waiting, _I32, "seq_cst"),
-                              ir.Constant(_I32, 0)), wake, wait_top)
-    b.position_at_end(wake)
-    e.futex(pending, FUTEX_WAKE_PRIVATE, ir.Constant(_I32, 1))
-    b.branch(wait_top)
+    b.position_at_end(job)
+    _run_slices(e, ctx, wait_top)
 
     b.position_at_end(leave)
     b.ret_void()
+
+
+def _run_slices(e: _Emit, ctx: ir.Value, done: ir.Block) -> None:
+    """Claim the current run's slices one by one (a compare-and-swap on the claim word)
+    and run each, until none is left (to ``done``). The caller and every worker run this:
+    a worker that wakes late, or not at all (a busy machine), leaves its slices to whoever
+    comes first, and a slice's result does not depend on which thread ran it. Once a slice
+    is claimed its run cannot finish without it, so the job read after the claim is that
+    run's; a claim word read from an older run fails the swap (its run number differs)."""
+    b = e.b
+    claim = e.at(ctx, _CLAIM)
+    pending, waiting = e.at(ctx, _PENDING), e.at(ctx, _WAITING)
+    top, try_, run, last, wake = (e.block(n) for n in ("claim", "try", "slice", "last",
+                                                       "wake"))
+    b.branch(top)
+    b.position_at_end(top)
+    word = e.load(claim, _I64, "acquire")
+    mask = ir.Constant(_I64, 0xFFFF)
+    index = b.and_(word, mask)
+    count = b.and_(b.lshr(word, ir.Constant(_I64, 16)), mask)
+    b.cbranch(b.icmp_unsigned("<", index, count), try_, done)
+    b.position_at_end(try_)
+    swapped = b.extract_value(b.cmpxchg(claim, word, b.add(word, ir.Constant(_I64, 1)),
+                                        "seq_cst", "seq_cst"), 1)
+    b.cbranch(swapped, run, top)
+    b.position_at_end(run)
+
+    def item(field: int, i: ir.Value, ty: ir.Type) -> ir.Value:
+        base = e.load(e.at(ctx, field), _PTR)
+        return e.load(e.at(base, b.mul(i, ir.Constant(_I64, 8))), ty)
+
+    e.call_kernel(e.load(e.at(ctx, _JOB_KERNEL), _I64), item(_JOB_TABLES, index, _PTR),
+                  e.load(e.at(ctx, _JOB_DIMS), _PTR), item(_JOB_BOUNDS, index, _I64),
+                  item(_JOB_BOUNDS, b.add(index, ir.Constant(_I64, 1)), _I64))
+    before = b.atomic_rmw("sub", pending, ir.Constant(_I32, 1), "seq_cst")
+    b.cbranch(b.icmp_unsigned("==", before, ir.Constant(_I32, 1)), last, top)
+    b.position_at_end(last)  # the last slice: wake the caller if it said it may sleep
+    b.cbranch(b.icmp_unsigned("!=", e.load(waiting, _I32, "seq_cst"),
+                              ir.Constant(_I32, 0)), wake, top)
+    b.position_at_end(wake)
+    e.futex(pending, FUTEX_WAKE_PRIVATE, ir.Constant(_I32, 1))
+    b.branch(top)
 
 
 def _post(e: _Emit, slot: ir.Value, fields: Sequence[tuple[int, ir.Value]]) -> None:
@@ -254,20 +292,24 @@ def _post(e: _Emit, slot: ir.Value, fields: Sequence[tuple[int, ir.Value]]) -> N
 
 def _build_run(module: ir.Module) -> None:
     """``void pool_run(ptr ctx, i64 kernel, ptr tables, ptr dims, ptr bounds, i64 n)``:
-    slice t (``bounds[t]`` to ``bounds[t + 1]``, ``tables[t]``) on worker t - 1, slice 0
-    here; returns when all n are done."""
+    slices 0..n-1 (slice t: ``bounds[t]`` to ``bounds[t + 1]`` with ``tables[t]``) claimed
+    by this thread and n - 1 workers, whoever is free first; returns when all are done."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_PTR, _I64, _PTR, _PTR, _PTR,
                                                               _I64]), "pool_run")
     e = _Emit(module, fn)
     b = e.b
     ctx, kernel, tables, dims, bounds, n = fn.args
     pending, waiting = e.at(ctx, _PENDING), e.at(ctx, _WAITING)
+    e.store(b.trunc(n, _I32), pending, "monotonic")  # (published by the claim's release)
+    for field, value in ((_JOB_KERNEL, kernel), (_JOB_TABLES, tables), (_JOB_DIMS, dims),
+                         (_JOB_BOUNDS, bounds)):
+        e.store(value, e.at(ctx, field))
+    claim = e.at(ctx, _CLAIM)
+    run = b.add(b.lshr(e.load(claim, _I64, "monotonic"), ir.Constant(_I64, 32)),
+                ir.Constant(_I64, 1))
+    e.store(b.or_(b.shl(run, ir.Constant(_I64, 32)), b.shl(n, ir.Constant(_I64, 16))),
+            claim, "seq_cst")
     workers = b.sub(n, ir.Constant(_I64, 1))
-    e.store(b.trunc(workers, _I32), pending, "monotonic")  # ordered by the gen releases
-
-    def item(base: ir.Value, i: ir.Value, ty: ir.Type) -> ir.Value:
-        return e.load(e.at(base, b.mul(i, ir.Constant(_I64, 8))), ty)
-
     post_top, post_body, own = e.block("post"), e.block("post.body"), e.block("own")
     entry = b.block
     b.branch(post_top)
@@ -275,22 +317,16 @@ def _build_run(module: ir.Module) -> None:
     w = b.phi(_I64)
     w.add_incoming(ir.Constant(_I64, 0), entry)
     b.cbranch(b.icmp_signed("<", w, workers), post_body, own)
-    b.position_at_end(post_body)
-    t = b.add(w, ir.Constant(_I64, 1))
-    slot = e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(w, ir.Constant(_I64, _LINE))))
-    _post(e, slot, [(_KERNEL, kernel), (_TABLE, item(tables, t, _PTR)), (_DIMS, dims),
-                    (_START, item(bounds, t, _I64)),
-                    (_STOP, item(bounds, b.add(t, ir.Constant(_I64, 1)), _I64))])
-    w.add_incoming(t, b.block)
+    b.position_at_end(post_body)  # a wake-up: the worker claims what is left when it runs
+    _post(e, e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(w, ir.Constant(_I64, _LINE)))),
+          [])
+    w.add_incoming(b.add(w, ir.Constant(_I64, 1)), b.block)
     b.branch(post_top)
 
     b.position_at_end(own)
-    e.call_kernel(kernel, item(tables, ir.Constant(_I64, 0), _PTR), dims,
-                  item(bounds, ir.Constant(_I64, 0), _I64),
-                  item(bounds, ir.Constant(_I64, 1), _I64))
-    done, tired, futex, woke = (e.block(n) for n in ("done", "tired", "futex", "woke"))
     spin = e.block("wait")
-    b.branch(spin)
+    _run_slices(e, ctx, spin)
+    done, tired, futex, woke = (e.block(n) for n in ("done", "tired", "futex", "woke"))
     b.position_at_end(spin)
     zero = ir.Constant(_I32, 0)
     e.spin_until(lambda: b.icmp_unsigned("==", e.load(pending, _I32, "acquire"), zero),

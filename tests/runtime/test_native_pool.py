@@ -443,10 +443,12 @@ def test_default_initializer_sets_one_blas_thread():
 
 @native_only
 def test_workers_have_large_stacks(tmp_path):
-    # slice 1 keeps 24 MiB on its worker's stack (a default thread stack is 8 MiB); in a
-    # subprocess, since a stack overflow is a segfault
+    # both slices keep 24 MiB on the stack of whichever thread claims them (a default
+    # thread stack is 8 MiB): the workers' must hold it (the caller here is a thread started
+    # with a 64 MiB stack); 20 runs, so the spinning worker claims some; in a subprocess,
+    # since a stack overflow is a segfault
     script = textwrap.dedent(f"""
-        import ctypes, sys
+        import ctypes, sys, threading
         sys.path.insert(0, {os.getcwd()!r})
         from tests.runtime.test_native_pool import KERNELS_IR
         from symgrad.runtime import jit, native_pool as npl
@@ -454,16 +456,22 @@ def test_workers_have_large_stacks(tmp_path):
         counts = (ctypes.c_int64 * 2)()
         tables = [(ctypes.c_void_p * 1)(ctypes.addressof(counts) + 8 * t) for t in range(2)]
         dims = (ctypes.c_int64 * 1)(0)
-        with npl.NativePool(2) as pool:
-            pool.run(lib.address("deep"), [ctypes.addressof(t) for t in tables],
-                     ctypes.addressof(dims), [0, 0, 24 << 20])
+        def runs():
+            with npl.NativePool(2) as pool:
+                for _ in range(20):
+                    pool.run(lib.address("deep"), [ctypes.addressof(t) for t in tables],
+                             ctypes.addressof(dims), [0, 24 << 20, 48 << 20])
+        threading.stack_size(64 << 20)
+        caller = threading.Thread(target=runs)
+        caller.start()
+        caller.join()
         print(counts[0], counts[1])
         """)
     env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1", str((24 << 20) // 4096)]
+    assert done.stdout.split() == [str((24 << 20) // 4096)] * 2
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
