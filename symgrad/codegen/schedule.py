@@ -216,7 +216,8 @@ def stage_lines(plan: Plan, names: dict[Expr, str],
             how = (pass_notes or {}).get(s, "one sample at a time")
             head = f"pass {s // 2 + 1}: loop over {plan.batch}, {how}"
         else:
-            head = f"{'before the data' if s == 0 else 'after pass ' + str(s // 2)}:"
+            head = "before the data:" if s == 0 else f"after pass {s // 2}:" \
+                if s // 2 <= plan.passes else "whole arrays (no pass over the batch):"
         lines = []
         for n in members:
             what = ("accumulates over " + plan.batch) if n in plan.accumulators else (
