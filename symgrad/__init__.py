@@ -13,7 +13,15 @@ from symgrad.expr import *  # noqa: F403
 from symgrad.expr import __all__ as _expr_all
 from symgrad.expr import init
 from symgrad.expr.evaluate import params_of
-from symgrad.runtime import Function, function, get_num_threads, nn, optim, set_num_threads
+from symgrad.runtime import (
+           Function,
+           distributed,  # comm=...: data-parallel over MPI (mpi4py, lazily)
+           function,
+           get_num_threads,
+           nn,
+           optim,
+           set_num_threads,
+)
 from symgrad.runtime.checkpoint import CheckpointError, load, save
 from symgrad.runtime.fit import History, fit
 from symgrad.runtime.minimize import minimize
@@ -24,4 +32,4 @@ __version__ = "0.1.0"
 __all__ = [*_expr_all, "init", "params_of", "Function", "function", "grad", "jacobian",
            "hessian", "hvp", "simplify", "set_num_threads", "get_num_threads", "nn", "optim",
            "fit", "History", "minimize", "Step", "compile_step", "NonFiniteError", "watch",
-           "save", "load", "CheckpointError"]
+           "save", "load", "CheckpointError", "distributed"]

@@ -32,7 +32,8 @@ def floats(text: str) -> list[float]:
 
 def test_every_example_has_a_test():
     tested = {"linear_regression.py", "digits.py", "mnist_shaped.py", "inspect_kernels.py",
-              "derivative_table.py"}
+              "derivative_table.py",
+              "data_parallel.py"}  # (under mpiexec: tests/runtime/test_mpi.py)
     assert set(EXAMPLES) == tested, "a new example needs a test here"
 
 

@@ -10,11 +10,18 @@ reduction (warp shuffles, then one value per warp in shared memory).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Callable
 
 import numpy as np
 
+from symgrad.codegen import loopir as L
+from symgrad.codegen.loopir import value_dtype
 from symgrad.expr import ops_elementwise as E
+from symgrad.expr import ops_math as M
+from symgrad.expr.decompose import expand
+from symgrad.expr.table import OPS_BY_NAME
 
 C_TYPES = {np.dtype("float32"): "float", np.dtype("float64"): "double",
            np.dtype("int32"): "int", np.dtype("int64"): "long long", np.dtype("bool"): "bool"}
@@ -114,7 +121,8 @@ def _cast(a, dt, arg, fast):
     return f"(({ctype(dt)})({a[0]}))"
 
 
-# How each elementwise operator is spelled in CUDA C: one entry per operator.
+# How each elementwise operator is spelled in CUDA C: one entry per operator it spells
+# natively; any other has a decomposition (``composite_call`` below compiles it).
 CUDA_OPS: dict = {
     E.ADD: _add, E.SUB: _infix("-"), E.MUL: _infix("*"), E.DIV: _infix("/"),
     E.POW: _power, E.NEG: _negative,
@@ -128,8 +136,52 @@ CUDA_OPS: dict = {
     E.SIGN: _helper("sg_sign"), E.SIGMOID: _helper("sg_sigmoid"), E.RELU: _relu,
     E.SOFTPLUS: _helper("sg_softplus"), E.GELU: _helper("sg_gelu"),
     E.LEAKY_RELU: _leaky_relu, E.ELU: _elu, E.CAST: _cast,
+    M.ARCTAN: _math("atan"), M.FLOOR: _math("floor"), M.RINT: _math("rint"),
+    M.FMOD: _helper("sg_fmod"),
 }
 BY_NAME = {op.name: spell for op, spell in CUDA_OPS.items()}
+# The C math functions the spellings call: a model's buffer never takes one of these names.
+MATH_FUNCTIONS = frozenset(f"{name}{suffix}" for name in """exp log log1p expm1 sqrt sin cos
+    tan tanh erf erfc pow fabs fmax fmin abs atan floor rint fmod""".split()
+    for suffix in ("", "f"))
+
+# Operators CUDA does not spell become device functions made from their decomposition,
+# one per operator, operand dtypes, argument and fast flag; created callees first.
+_COMPOSITES: dict[str, str] = {}
+_CODES = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b"}
+
+
+def composite_call(e: L.Op, fast: bool, text: Callable[[L.Expr, np.dtype], str]) -> str | None:
+    """The call of the device function that computes ``e`` by its operator's decomposition
+    (made on first use; ``text(expr, dtype)`` prints loop IR as C of that dtype), or
+    ``None`` when the operator has none."""
+    op = OPS_BY_NAME.get(e.op)
+    if op is None or op.decompose is None:
+        return None
+    dtypes = tuple(value_dtype(a) for a in e.args)
+    name = f"sg_c_{op.name}_{'_'.join(_CODES[dt.name] for dt in dtypes)}"
+    if e.arg is not None:  # a stable tag of the argument (the same in every process)
+        name += "_" + hashlib.sha1(repr(e.arg).encode()).hexdigest()[:8]
+    name += "_fast" if fast else ""
+    if name not in _COMPOSITES:
+        params = [L.Local(f"a{i}", dt) for i, dt in enumerate(dtypes)]
+        body = expand(op, e.arg, dtypes, params,
+                      lambda o, vals, dt, a: L.Op(o.name, tuple(vals), dt, a), L.Const)
+        args = ", ".join(f"{ctype(dt)} a{i}" for i, dt in enumerate(dtypes))
+        _COMPOSITES[name] = (f"__device__ __forceinline__ {ctype(e.dtype)} {name}({args}) "
+                             f"{{ return {text(body, e.dtype)}; }}")
+    return f"{name}({', '.join(text(a, dt) for a, dt in zip(e.args, dtypes))})"
+
+
+def composites_used(texts: list[str]) -> list[str]:
+    """The definitions of the composite device functions ``texts`` call, callees first."""
+    seen = "\n".join(texts)
+    used: set[str] = set()
+    for name in reversed(list(_COMPOSITES)):  # a caller was made after its callees
+        if re.search(rf"\b{name}\(", seen):
+            used.add(name)
+            seen += _COMPOSITES[name]
+    return [_COMPOSITES[name] for name in _COMPOSITES if name in used]
 
 PRELUDE = r"""
 // -- symgrad device helpers: NumPy's rules where C's differ ------------------------
@@ -183,6 +235,12 @@ template <typename T> __device__ __forceinline__ T sg_leaky_relu(T x, T slope) {
 template <typename T> __device__ __forceinline__ T sg_elu(T x, T alpha) {
   return x > T(0) ? x : alpha * sg_expm1(x);  // (NaN stays NaN: no clamp through 0)
 }
+// C's remainder; for integers 0 where C leaves it undefined (b = 0, INT_MIN % -1), as NumPy
+template <typename T> __device__ __forceinline__ T sg_fmod(T a, T b) {
+  return (b == T(0) || b == T(-1)) ? T(0) : a % b;
+}
+__device__ __forceinline__ float sg_fmod(float a, float b) { return fmodf(a, b); }
+__device__ __forceinline__ double sg_fmod(double a, double b) { return fmod(a, b); }
 // integer power by squaring (NumPy refuses negative exponents: a constant one is refused
 // when the graph is built; a computed one is read as its 32 bits, unsigned: not an error)
 template <typename T> __device__ __forceinline__ T sg_ipow(T x, T e) {

@@ -18,9 +18,13 @@ from llvmlite import ir
 
 from symgrad.codegen import blas
 from symgrad.codegen import loopir as L
+from symgrad.codegen.composite import Spellings
 from symgrad.codegen.llvm_entry import build_entry
 from symgrad.codegen.llvm_math import MATH_EMITTERS
+from symgrad.codegen.llvm_trig import atan
 from symgrad.expr import ops_elementwise as E
+from symgrad.expr import ops_math as M
+from symgrad.expr.decompose import expand
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
@@ -139,6 +143,7 @@ def _power(b, args, t, arg):
             return out
         if _is_constant(y, 0.5):  # what NumPy computes for a scalar 0.5: sqrt(-inf) is nan
             return _intrinsic(b, "llvm.sqrt", [x], t)
+        _round_as_numpy(y)
         return MATH_EMITTERS["pow"](b, x, y)
     if t == I1:  # NumPy: True**y and x**False are True, False**True is False
         return b.or_(x, b.not_(y))
@@ -151,6 +156,24 @@ def _power(b, args, t, arg):
         base = b.mul(base, base)
         e = b.ashr(e, _const(t, 1))
     return result
+
+
+def _round_as_numpy(v: ir.Value) -> None:
+    """Take the ``contract`` flag off the arithmetic that computes ``v`` (in this block of
+    instructions), so that ``a*b + c`` there is rounded twice, as NumPy rounds it, not once
+    by an FMA. For a computed exponent: a negative base's power is nan unless the exponent is
+    an integer, and in float32 near 3e5 one rounding or two decides that (m = -576.889:
+    m + m*m is 332224.03 in NumPy, 332224 by an FMA, so m**(m + m*m) is nan or inf)."""
+    stack, seen = [v], set()
+    while stack:
+        v = stack.pop()
+        if not isinstance(v, ir.Instruction) or id(v) in seen or isinstance(
+                v, (ir.PhiInstr, ir.LoadInstr)):  # (loop-carried values and memory: stop)
+            continue
+        seen.add(id(v))
+        if "contract" in getattr(v, "flags", ()):
+            v.flags.remove("contract")
+        stack.extend(v.operands)
 
 
 def _is_constant(y: ir.Value, v: float) -> bool:
@@ -217,7 +240,19 @@ def _cast_op(b, args, t, arg):
     return _cast(b, args[0], t)
 
 
-# How each elementwise operator is spelled in LLVM IR: one entry per operator.
+def _fmod(b, args, t, arg):
+    """C's remainder: ``frem`` for floats; integers by ``srem`` with the divisors it leaves
+    undefined (0, and -1 for INT_MIN) taken out first: both give 0, as NumPy has it."""
+    x, y = args
+    if is_float(t):
+        return b.frem(x, y)
+    odd = b.or_(b.icmp_signed("==", y, _const(t, 0)), b.icmp_signed("==", y, _const(t, -1)))
+    safe = b.select(odd, _const(t, 1), y)
+    return b.select(odd, _const(t, 0), b.srem(x, safe))
+
+
+# How each elementwise operator is spelled in LLVM IR: one entry per operator it spells
+# natively; any other has a decomposition (``_composite`` below compiles it).
 LLVM_OPS: dict = {
     E.ADD: _arith("fadd", "add"), E.SUB: _arith("fsub", "sub"),
     E.MUL: _arith("fmul", "mul"), E.DIV: _arith("fdiv", "sdiv"),
@@ -233,8 +268,25 @@ LLVM_OPS: dict = {
     E.ERF: _math("erf"), E.ABS: _abs, E.SIGN: _sign, E.SIGMOID: _math("sigmoid"),
     E.RELU: _relu, E.SOFTPLUS: _math("softplus"), E.GELU: _math("gelu"),
     E.LEAKY_RELU: _leaky_relu, E.ELU: _elu, E.CAST: _cast_op,
+    M.ARCTAN: lambda b, args, t, arg: atan(b, args[0]),
+    M.FLOOR: lambda b, args, t, arg: _intrinsic(b, "llvm.floor", [args[0]], t),
+    M.RINT: lambda b, args, t, arg: _intrinsic(b, "llvm.rint", [args[0]], t),
+    M.FMOD: _fmod,
 }
-_BY_NAME = {op.name: emit for op, emit in LLVM_OPS.items()}
+_DTYPE_OF = {str(t): dt for dt, t in _TYPES.items()}
+
+
+def _composite(op) -> Callable:
+    """An operator LLVM does not spell: its decomposition, each node spelled in turn."""
+    def emit(b, args, t, arg):
+        dtypes = tuple(_DTYPE_OF[str(a.type)] for a in args)
+        return expand(op, arg, dtypes, args,
+                      lambda o, vals, dt, a: _BY_NAME.of(o.name)(b, vals, ltype(dt), a),
+                      lambda v, dt: _const(ltype(dt), v))
+    return emit
+
+
+_BY_NAME = Spellings("llvm", LLVM_OPS, _composite)
 
 
 class KernelBuilder:
@@ -261,6 +313,9 @@ class KernelBuilder:
         self.ptrs: dict[str, ir.Value] = dict(zip(names, self.fn.args))
         self.dims: dict[str, ir.Value] = {}
         nb = len(names)
+        # named after the buffers (%X, %W1, %labels), so the IR reads against the plan
+        for arg, name in zip(self.fn.args, names + ["dims", "start", "stop"]):
+            arg.name = name
         self.scope: dict[str, ir.Value] = {"start": self.fn.args[nb + 1],
                                            "stop": self.fn.args[nb + 2]}
         self.accs: dict[str, tuple] = {}
@@ -271,7 +326,7 @@ class KernelBuilder:
         dims = self.fn.args[len(self.buffer_index)]
         for name, k in self.dim_index.items():
             slot = self.b.gep(dims, [_const(I64, k)], source_etype=I64)
-            self.dims[name] = self.b.load(slot, typ=I64)
+            self.dims[name] = self.b.load(slot, typ=I64, name=name)  # %N
         self.block(self.kernel.body, reduction=False)
         self.b.ret_void()
 
@@ -464,12 +519,22 @@ class KernelBuilder:
 
 def render_llvm(kernels: list[L.Kernel], buffer_index: dict[str, int],
                 dim_index: dict[str, int], name: str = "symgrad",
-                is_pass: list[bool] | None = None, threads_slot: int = -1) -> str:
+                is_pass: list[bool] | None = None, threads_slot: int = -1,
+                notes: list[list[str]] | None = None) -> str:
     """LLVM IR text of a module holding every kernel and, given ``is_pass`` (kernel k is a
-    pass over the batch), the entry that runs them all (``llvm_entry``)."""
+    pass over the batch), the entry that runs them all (``llvm_entry``). ``notes`` (by
+    kernel: the plan's line for each value it computes) become a comment above each
+    kernel's body, as in the CUDA source."""
     module = ir.Module(name=name)
     for k in kernels:
         KernelBuilder(module, k, buffer_index, dim_index).build()
     if is_pass is not None:
         build_entry(module, [k.name for k in kernels], is_pass, threads_slot)
-    return str(module)
+    text = str(module)
+    for i, (k, lines) in enumerate(zip(kernels, notes or [])):
+        what = ("a pass over the batch" if is_pass[i] else "between passes") \
+            if is_pass is not None else "a kernel"
+        head = f'define internal void @"{k.name}.body"('
+        comment = "".join(f"\n;   {line}" for line in lines)
+        text = text.replace(head, f"; {k.name}: {what}, computing:{comment}\n{head}", 1)
+    return text

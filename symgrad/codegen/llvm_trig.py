@@ -171,3 +171,43 @@ def reduce_huge(d, ax, mant: int) -> tuple[ir.Value, ir.Value]:
     r_lo = d.add(d.fma(f_hi, d.c(_PIO2_HI), d.neg(r_hi)),
                  d.mad(f_hi, d.c(_PIO2_LO), d.mul(f_lo, d.c(_PIO2_HI))))
     return d.add(r_hi, r_lo), q
+
+
+# --------------------------------------------------------------------------- arctan
+# Cephes' atan: |x| reduced to [0, 0.66] (t = |x|), (0.66, tan(3pi/8)] (t = (|x|-1)/(|x|+1),
+# plus pi/4) or beyond (t = -1/|x|, plus pi/2), then t + t*z*P(z)/Q(z) with z = t*t; the
+# constants added carry pi/2's low part (MOREBITS). ~1 ulp in double; float32 computes in
+# double and rounds once. Branch-free: every lane computes the three t and selects.
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1,
+           -7.500855792314704667340e1, -1.228866684490136173410e2,
+           -6.485021904942025371773e1)
+_ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+_T3P8, _MOREBITS = 2.41421356237309504880, 6.123233995736765886130e-17
+
+
+def atan_double(d, x) -> ir.Value:
+    """arctan(x) for a double (scalar or vector) x, on llvm_math's emitter ``d``: odd (-0
+    stays -0), +-pi/2 at +-inf, NaN for NaN."""
+    a = d.fabs(x)
+    far, near = d.cmp(">", a, d.c(_T3P8)), d.cmp("<=", a, d.c(0.66))
+    t = d.sel(far, d.neg(d.div(d.c(1.0), a)),
+              d.sel(near, a, d.div(d.sub(a, d.c(1.0)), d.add(a, d.c(1.0)))))
+    base = d.sel(far, d.c(_PIO2_HI), d.sel(near, d.c(0.0), d.c(_PIO2_HI / 2)))
+    extra = d.sel(far, d.c(_MOREBITS), d.sel(near, d.c(0.0), d.c(0.5 * _MOREBITS)))
+    z = d.mul(t, t)
+    p = d.horner(z, _ATAN_P[::-1])
+    q = d.horner(z, (*_ATAN_Q[::-1], 1.0))
+    y = d.add(base, d.add(d.mad(t, d.div(d.mul(z, p), q), t), extra))
+    return d.copysign(y, x)
+
+
+def atan(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """arctan of a float or double (scalar or vector) ``x``."""
+    from symgrad.codegen.llvm_math import _Em  # llvm_math imports this module
+
+    em = _Em.of(b, x)
+    if em.p.bits == 64:
+        return atan_double(em, x)
+    d = em.double()
+    return b.fptrunc(atan_double(d, b.fpext(x, d.ty)), em.ty)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from symgrad.expr.leaves import CONST
-from symgrad.expr.node import Expr
+from symgrad.expr.node import Expr, OpDef
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ class Var:
 
 @dataclass(frozen=True)
 class Pat:
-    """``op`` (by name) applied to sub-patterns; ``arg`` (optional) tests the op's argument."""
+    """``op`` applied to sub-patterns; ``arg`` (optional) tests the op's argument."""
 
-    op: str
+    op: OpDef
     srcs: tuple
     arg: Callable[[Any], bool] | None = None
 
@@ -64,7 +64,7 @@ def match(pat: Any, node: Expr, m: Match) -> Match | None:
     if isinstance(pat, (int, float)):
         v = const_value(node)
         return m if v is not None and not isinstance(v, bool) and v == pat else None
-    if node.op.name != pat.op or len(node.srcs) != len(pat.srcs):
+    if node.op is not pat.op or len(node.srcs) != len(pat.srcs):
         return None
     if pat.arg is not None and not pat.arg(node.arg):
         return None
@@ -105,28 +105,28 @@ class RuleSet:
 
     def __init__(self, name: str, rules: list[Rule]):
         self.name, self.rules = name, list(rules)
-        self._by_op: dict[str, list[Rule]] = {}
-        self._heads: dict[str, list[tuple[Rule, tuple]]] = {}
+        self._by_op: dict[OpDef, list[Rule]] = {}
+        self._heads: dict[OpDef, list[tuple[Rule, tuple]]] = {}
         for r in self.rules:
             self._by_op.setdefault(r.pattern.op, []).append(r)
             # a number in a pattern matches a constant node only (see ``match``)
-            need = tuple(p.op if isinstance(p, Pat) else CONST.name if isinstance(
+            need = tuple(p.op if isinstance(p, Pat) else CONST if isinstance(
                 p, (int, float)) else None for p in r.pattern.srcs)
             self._heads.setdefault(r.pattern.op, []).append((r, need))
 
     def __add__(self, other: RuleSet) -> RuleSet:
         return RuleSet(f"{self.name}+{other.name}", self.rules + other.rules)
 
-    def for_op(self, op_name: str) -> list[Rule]:
-        return self._by_op.get(op_name, [])
+    def for_op(self, op: OpDef) -> list[Rule]:
+        return self._by_op.get(op, [])
 
     def for_node(self, node: Expr) -> list[Rule]:
         """The rules whose pattern may match ``node``: its operator, and its operands'
         operators where the pattern names them (a quick test before the full match)."""
-        heads = self._heads.get(node.op.name)
+        heads = self._heads.get(node.op)
         if not heads:
             return []
-        names = tuple(s.op.name for s in node.srcs)
+        names = tuple(s.op for s in node.srcs)
         flipped = names[::-1] if node.op.commutative and len(names) == 2 else None
         return [r for r, need in heads
                 if _fits(need, names) or (flipped is not None and _fits(need, flipped))]
@@ -142,18 +142,26 @@ class RuleSet:
 
 
 def _fits(need: tuple, names: tuple) -> bool:
-    """Whether operands with operator ``names`` can match a pattern's ``need`` (an operator
-    name per operand, or ``None`` for any)."""
+    """Whether operands with operators ``names`` can match a pattern's ``need`` (an operator
+    per operand, or ``None`` for any)."""
     if len(need) != len(names):
         return False
     for k, name in zip(need, names):
-        if k is not None and k != name:
+        if k is not None and k is not name:
             return False
     return True
 
 
 def op(name: str) -> Callable[..., Pat]:
-    """``op("exp")(x)`` is the pattern ``exp(x)``."""
+    """``op("exp")(x)`` is the pattern ``exp(x)`` (the name is looked up in the operator
+    table at once: a misspelt one raises instead of never matching)."""
+    from symgrad.expr.table import OPS_BY_NAME
+
+    if name not in OPS_BY_NAME:
+        raise KeyError(f"op({name!r}): no such operator; the table has "
+                       f"{', '.join(sorted(OPS_BY_NAME))}")
+    found = OPS_BY_NAME[name]
+
     def make(*srcs: Any, arg: Callable[[Any], bool] | None = None) -> Pat:
-        return Pat(name, tuple(srcs), arg)
+        return Pat(found, tuple(srcs), arg)
     return make

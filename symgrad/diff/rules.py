@@ -10,7 +10,7 @@ Jacobians and Hessians, in ``rules_band.py``). Each rule holds where the origina
 from __future__ import annotations
 
 from symgrad.diff.collect import product_factors, rebuild_product
-from symgrad.diff.patterns import Rule, RuleSet, Var, op
+from symgrad.diff.patterns import Rule, RuleSet, Var, const_value, op
 from symgrad.diff.rules_band import STRUCTURE
 from symgrad.diff.rules_stable import STABILIZE
 from symgrad.expr import functions as F
@@ -21,13 +21,24 @@ from symgrad.expr.node import Expr
 x, y, c = Var("x"), Var("y"), Var("c")
 scalar = Var("s", lambda n: n.ndim == 0)
 
+
+def _is_zero(n: Expr) -> bool:
+    """A constant 0, or a broadcast of one (a structural zero: a tangent or cotangent that
+    no input reaches, as the simplifier folds ``one_hot - one_hot`` over a length-1 axis)."""
+    if n.op is T.BROADCAST_TO:
+        n = n.srcs[0]
+    v = const_value(n)
+    return v is not None and not isinstance(v, bool) and v == 0
+
+
+zeros = Var("z", _is_zero)
+
 add, sub, mul, div, pow_ = op("add"), op("subtract"), op("multiply"), op("divide"), op("power")
 neg, exp, log, sqrt, where = op("negative"), op("exp"), op("log"), op("sqrt"), op("where")
 reshape, broadcast_to, transpose = op("reshape"), op("broadcast_to"), op("transpose")
 index = op("index")
 sum_, mean, matmul = op("sum"), op("mean"), op("matmul")
 one_hot = op("one_hot")
-every_axis = (lambda a: a[0] is None)
 
 
 def _node(m) -> Expr:
@@ -71,15 +82,30 @@ def _factor_matmul(m):
     return out
 
 
+def _over_ones(m) -> bool:
+    """Whether a reduction combines one element only (every reduced axis has length 1)."""
+    node = _node(m)
+    x = node.srcs[0]
+    axes = range(x.ndim) if node.arg[0] is None else node.arg[0]
+    return all(x.shape[a] == 1 for a in axes)
+
+
 def _sum_of_broadcast(m):
-    """sum(broadcast_to(s, shape)) = s*size(shape), for a scalar s over every axis."""
+    """sum(broadcast_to(s, shape), axes) = s*size(shape[axes]), for a scalar s."""
     node, b = _node(m), m["b"]
-    return F.multiply(b.srcs[0], T.count(b.shape, None, node.dtype))
+    return F.multiply(b.srcs[0], T.count(b.shape, node.arg[0], node.dtype))
 
 
 IDENTITIES = RuleSet("identities", [
     Rule("x*1 -> x", mul(x, 1), lambda m: m["x"]),
     Rule("x*0 -> 0", mul(x, 0), lambda m: 0.0),
+    # structural zeros stay zero through broadcasts, so that a Jacobian (whose seed is a
+    # broadcast) gets the 0 a gradient gets from ``x - x``: a 0 tangent times an infinite
+    # partial (1/sqrt(0) of a std over one element) is 0, not nan
+    Rule("x*broadcast_to(0) -> 0", mul(x, zeros), lambda m: 0.0),
+    Rule("0/x -> 0", div(zeros, x), lambda m: 0.0),
+    Rule("0 @ x -> 0", matmul(zeros, x), lambda m: 0.0),
+    Rule("x @ 0 -> 0", matmul(x, zeros), lambda m: 0.0),
     Rule("x + 0 -> x", add(x, 0), lambda m: m["x"]),
     Rule("x - 0 -> x", sub(x, 0), lambda m: m["x"]),
     Rule("0 - x -> -x", sub(0, x), lambda m: F.negative(m["x"])),
@@ -101,6 +127,8 @@ IDENTITIES = RuleSet("identities", [
          lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
     Rule("broadcast_to(s)[k] -> broadcast_to(s)", index(broadcast_to(scalar)),
          lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
+    Rule("transpose(broadcast_to(s)) -> broadcast_to(s)", transpose(broadcast_to(scalar)),
+         lambda m: tensors.broadcast_to(m["s"], _node(m).shape)),
     Rule("transpose(transpose(x)) -> transpose(x)", transpose(transpose(x)),
          lambda m: tensors.transpose(m["x"], tuple(
              _node(m).srcs[0].arg[p] for p in _node(m).arg))),
@@ -109,11 +137,16 @@ IDENTITIES = RuleSet("identities", [
 REDUCTIONS = RuleSet("reductions", [
     Rule("sum(s) -> s for a scalar s", sum_(scalar), lambda m: m["s"]),
     Rule("mean(s) -> s for a scalar s", mean(scalar), lambda m: m["s"]),
+    # reducing axes of length 1 only reshapes (so x - mean(x) over one element is 0)
+    Rule("sum(x) over length-1 axes -> x", sum_(x), lambda m: tensors.reshape(
+        m["x"], _node(m).shape), when=_over_ones),
+    Rule("mean(x) over length-1 axes -> x", mean(x), lambda m: tensors.reshape(
+        m["x"], _node(m).shape), when=_over_ones),
+    # over any axes: the result is broadcast back to the reduced shape
     Rule("sum(broadcast_to(s)) -> s*size", sum_(Var("b", lambda n: n.op is T.BROADCAST_TO
-                                                   and n.srcs[0].ndim == 0),
-                                               arg=every_axis), _sum_of_broadcast),
-    Rule("mean(broadcast_to(s)) -> s", mean(broadcast_to(scalar), arg=every_axis),
-         lambda m: m["s"]),
+                                                   and n.srcs[0].ndim == 0)),
+         _sum_of_broadcast),
+    Rule("mean(broadcast_to(s)) -> s", mean(broadcast_to(scalar)), lambda m: m["s"]),
     Rule("sum(s*x) -> s*sum(x)", sum_(mul(x, y)), _pull_scalars(tensors.sum)),
     Rule("sum(x/s) -> sum(x)/s", sum_(div(x, y)), _pull_scalars(tensors.sum)),
     Rule("sum(-x) -> -sum(x)", sum_(neg(x)), lambda m: F.negative(

@@ -25,12 +25,13 @@ from symgrad.expr import functions as F
 from symgrad.expr import ops_elementwise as E
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
+from symgrad.expr.leaves import CONST
 from symgrad.expr.node import Expr
 from symgrad.expr.ops_index import INDEX
 from symgrad.expr.shapes import reduced
 
 x, y, c = Var("x"), Var("y"), Var("c")
-const_exponent = Var("k", lambda n: n.op.name == "const")
+const_exponent = Var("k", lambda n: n.op is CONST)
 
 add, sub, mul, div, pow_ = op("add"), op("subtract"), op("multiply"), op("divide"), op("power")
 neg, exp, log, log1p = op("negative"), op("exp"), op("log"), op("log1p")

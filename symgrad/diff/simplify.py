@@ -100,6 +100,12 @@ def hoist_broadcast(node: Expr) -> Expr | None:
     return Expr(node.op, node.srcs[0].srcs, node.arg)
 
 
+def drop_marks(node: Expr) -> Expr | None:
+    """An identity that only carries a mark (``sg.watch``) is its operand: the mark belongs
+    to the model the user wrote, not to the formulas derived from it."""
+    return node.srcs[0] if node.op.extra.get("transparent") else None
+
+
 def collect(node: Expr) -> Expr | float | None:
     if node.op in (E.ADD, E.SUB) or (node.op is E.NEG and node.srcs[0].op in (E.ADD, E.SUB)):
         return collect_sum(node)
@@ -109,7 +115,7 @@ def collect(node: Expr) -> Expr | float | None:
 
 
 PASSES: tuple[Callable[[Expr], Expr | float | None], ...] = (
-    fold_constants, hoist_broadcast, drop_implicit_broadcasts, collect)
+    drop_marks, fold_constants, hoist_broadcast, drop_implicit_broadcasts, collect)
 
 
 class Simplifier:

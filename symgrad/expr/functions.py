@@ -2,12 +2,15 @@
 
 Builders accept nodes, Python numbers (weak: they take the other operand's dtype) and
 arrays (constants with their own dtype), promote dtypes as NumPy does and insert explicit
-casts, so every elementwise node's operands share one dtype.
+casts, so every elementwise node's operands share one dtype. Each operator's function is
+made from its stanza (``made_builder``: its ``doc``, ``arity``, ``promote`` and ``param``);
+only those below whose rule is none of the stanza's are written out.
 """
 
 from __future__ import annotations
 
-from typing import Union
+import inspect
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -15,16 +18,12 @@ from symgrad.expr import ops_elementwise as E
 from symgrad.expr.dtypes import BOOL, as_dtype, float_of, promote, promote_with_scalar
 from symgrad.expr.leaves import CONST, ConstData, const
 from symgrad.expr.node import Expr, OpDef
+from symgrad.expr.ops_math import ALL_ELEMENTWISE_OPS
 
 Operand = Union[Expr, float, int, bool, np.ndarray]
 
-__all__ = [
-    "add", "subtract", "multiply", "divide", "power", "negative", "maximum", "minimum",
-    "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "where",
-    "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "erf", "abs",
-    "sign", "sigmoid", "relu", "leaky_relu", "elu", "gelu", "softplus", "square", "clip",
-    "cast", "as_expr",
-]
+# The hand-written functions; every other one is made from its operator's stanza (below).
+_WRITTEN = ["where", "square", "clip", "cast", "as_expr"]
 
 
 def _is_weak(v: object) -> bool:
@@ -73,155 +72,84 @@ def _promoted(*vals: Operand) -> tuple[np.dtype, list[Expr]]:
     return dt, [cast(v, dt) for v in vals]
 
 
-def _apply(op: OpDef, *vals: Operand, floating: bool = False, arg: object = None) -> Expr:
+def _apply(op: OpDef, *vals: Operand, promote: str = "same", arg: object = None) -> Expr:
     dt, xs = _promoted(*vals)
-    if floating and dt not in (np.float32, np.float64):
+    if promote == "float" and dt not in (np.float32, np.float64):
         xs = [cast(x, float_of(dt)) for x in xs]
+    if promote == "exact_int" and dt.kind in "iub":  # np.floor of an int is that int
+        return xs[0]
     return Expr(op, tuple(xs), arg)
 
 
-def add(a: Operand, b: Operand) -> Expr:
-    """``a + b`` with broadcasting. ``sg.add(x, 1)`` is ``x + 1``."""
-    return _apply(E.ADD, a, b)
+_NAMES = ("x",), ("a", "b"), ("a", "b", "c")
 
 
-def subtract(a: Operand, b: Operand) -> Expr:
-    """``a - b`` with broadcasting."""
-    return _apply(E.SUB, a, b)
+def made_builder(op: OpDef) -> Callable[..., Expr]:
+    """The public function of an elementwise stanza: its operands (``op.arity`` of them,
+    nodes, numbers or arrays) promoted by ``op.promote``, then the keyword ``op.param``
+    (if any) converted into the node's argument."""
+    names = _NAMES[op.arity - 1]
+    kinds = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kinds) for n in names]
+    if op.param is not None:
+        params.append(inspect.Parameter(op.param[0], kinds, default=op.param[1]))
+    sig = inspect.Signature(params)
 
+    def build(*args: Operand, **kwargs: Any) -> Expr:
+        if kwargs or len(args) != op.arity or op.param is not None:
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"sg.{op.fn}{sig}: {e}") from None
+            bound.apply_defaults()
+            args = tuple(bound.arguments[n] for n in names)
+            if op.param is not None:
+                key, _, convert = op.param
+                return _apply(op, *args, promote=op.promote,
+                              arg=convert(bound.arguments[key]))
+        return _apply(op, *args, promote=op.promote)
 
-def multiply(a: Operand, b: Operand) -> Expr:
-    """``a * b`` with broadcasting."""
-    return _apply(E.MUL, a, b)
-
-
-def divide(a: Operand, b: Operand) -> Expr:
-    """True division ``a / b`` (integers give float64, as in NumPy)."""
-    return _apply(E.DIV, a, b, floating=True)
-
-
-def power(a: Operand, b: Operand) -> Expr:
-    """``a ** b``. ``sg.power(x, 2)`` prints as ``x**2``."""
-    return _apply(E.POW, a, b)
-
-
-def negative(x: Operand) -> Expr:
-    """``-x``."""
-    return _apply(E.NEG, x)
-
-
-def maximum(a: Operand, b: Operand) -> Expr:
-    """Elementwise maximum (NaN propagates, as in NumPy). ``sg.maximum(x, 0)``."""
-    return _apply(E.MAXIMUM, a, b)
-
-
-def minimum(a: Operand, b: Operand) -> Expr:
-    """Elementwise minimum. ``sg.minimum(x, 1.0)``."""
-    return _apply(E.MINIMUM, a, b)
-
-
-def less(a: Operand, b: Operand) -> Expr:
-    """``a < b`` as a bool array."""
-    return _apply(E.LT, a, b)
-
-
-def less_equal(a: Operand, b: Operand) -> Expr:
-    """``a <= b`` as a bool array."""
-    return _apply(E.LE, a, b)
-
-
-def greater(a: Operand, b: Operand) -> Expr:
-    """``a > b`` as a bool array."""
-    return _apply(E.GT, a, b)
-
-
-def greater_equal(a: Operand, b: Operand) -> Expr:
-    """``a >= b`` as a bool array."""
-    return _apply(E.GE, a, b)
-
-
-def equal(a: Operand, b: Operand) -> Expr:
-    """Elementwise ``a == b`` (Python ``==`` on nodes keeps its identity meaning)."""
-    return _apply(E.EQ, a, b)
-
-
-def not_equal(a: Operand, b: Operand) -> Expr:
-    """Elementwise ``a != b``."""
-    return _apply(E.NE, a, b)
+    build.__name__ = build.__qualname__ = op.fn
+    build.__doc__ = op.doc
+    build.__signature__ = sig
+    build.__module__ = __name__
+    return build
 
 
 def where(cond: Operand, a: Operand, b: Operand) -> Expr:
     """``a`` where ``cond`` holds, else ``b``. ``sg.where(x > 0, x, 0.1 * x)``."""
     c = as_expr(cond)
     if c.dtype != BOOL:
-        c = not_equal(c, 0)
+        c = _apply(E.NE, c, 0)
     dt, (xa, xb) = _promoted(a, b)
     return Expr(E.WHERE, (c, xa, xb))
 
 
-def _unary_float(op: OpDef, doc: str):
-    def f(x: Operand) -> Expr:
-        return _apply(op, x, floating=True)
-    f.__name__ = f.__qualname__ = op.name
-    f.__doc__ = doc
-    return f
-
-
-exp = _unary_float(E.EXP, "Elementwise ``e**x``. ``sg.exp(x)``.")
-log = _unary_float(E.LOG, "Natural logarithm. ``sg.log(x)``.")
-log1p = _unary_float(E.LOG1P, "``log(1 + x)``, accurate for small ``x``. ``sg.log1p(x)``.")
-expm1 = _unary_float(E.EXPM1, "``exp(x) - 1``, accurate for small ``x``. ``sg.expm1(x)``.")
-sqrt = _unary_float(E.SQRT, "Square root. ``sg.sqrt(x)``.")
-sin = _unary_float(E.SIN, "Sine. ``sg.sin(x)``.")
-cos = _unary_float(E.COS, "Cosine. ``sg.cos(x)``.")
-tan = _unary_float(E.TAN, "Tangent. ``sg.tan(x)``.")
-tanh = _unary_float(E.TANH, "Hyperbolic tangent. ``sg.tanh(x)``.")
-erf = _unary_float(E.ERF, "The error function. ``sg.erf(x)``.")
-sigmoid = _unary_float(E.SIGMOID, "Logistic ``1/(1 + exp(-x))``, overflow-free. "
-                       "``sg.sigmoid(x)``.")
-softplus = _unary_float(E.SOFTPLUS, "``log(1 + exp(x))``, overflow-free (PyTorch's "
-                        "softplus with beta=1). ``sg.softplus(x)``.")
-gelu = _unary_float(E.GELU, "Exact GELU ``x*Phi(x)`` (PyTorch's default). ``sg.gelu(x)``.")
-
-
-def abs(x: Operand) -> Expr:  # noqa: A001 - NumPy's name
-    """``|x|``. ``sg.abs(x)`` or ``abs(x)``."""
-    return _apply(E.ABS, x)
-
-
-def sign(x: Operand) -> Expr:
-    """-1, 0 or 1 (NaN stays NaN). ``sg.sign(x)``."""
-    return _apply(E.SIGN, x)
-
-
-def relu(x: Operand) -> Expr:
-    """``max(x, 0)``. ``sg.relu(X @ W + b)``."""
-    return _apply(E.RELU, x)
-
-
-def leaky_relu(x: Operand, negative_slope: float = 0.01) -> Expr:
-    """``x`` for ``x > 0``, else ``negative_slope*x`` (PyTorch's default slope 0.01).
-
-    >>> sg.leaky_relu(x, 0.2)
-    """
-    return _apply(E.LEAKY_RELU, x, floating=True, arg=float(negative_slope))
-
-
-def elu(x: Operand, alpha: float = 1.0) -> Expr:
-    """``x`` for ``x > 0``, else ``alpha*(exp(x) - 1)``. ``sg.elu(x)``."""
-    return _apply(E.ELU, x, floating=True, arg=float(alpha))
-
-
 def square(x: Operand) -> Expr:
     """``x**2``. ``sg.square(x)``."""
-    return power(x, 2)
+    return _apply(E.POW, x, 2)
 
 
 def clip(x: Operand, lo: Operand | None = None, hi: Operand | None = None) -> Expr:
     """``x`` limited to ``[lo, hi]`` (either may be ``None``). ``sg.clip(x, 0, 1)``."""
     out = as_expr(x)
     if lo is not None:
-        out = maximum(out, lo)
+        out = _apply(E.MAXIMUM, out, lo)
     if hi is not None:
-        out = minimum(out, hi)
+        out = _apply(E.MINIMUM, out, hi)
     return out
+
+
+def _made() -> dict[str, Callable[..., Expr]]:
+    out = {}
+    for op in ALL_ELEMENTWISE_OPS:
+        if op.doc and op.builder is None:
+            out[op.fn] = made_builder(op)
+        elif op.builder is not None:
+            out[op.fn] = op.builder
+    return out
+
+
+MADE = _made()
+globals().update(MADE)
+__all__ = [*MADE, *_WRITTEN]

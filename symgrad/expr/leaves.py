@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.expr.dtypes import FLOAT32, as_dtype
-from symgrad.expr.node import LEAF, Expr, OpDef
+from symgrad.expr.node import INTERNAL, LEAF, Expr, OpDef
 from symgrad.expr.shapes import Shape, as_shape, fmt
 
 
@@ -111,7 +111,8 @@ CONST = OpDef("const", LEAF, lambda srcs, a: (a.array.shape, a.array.dtype),
 
 # The number of elements of a (possibly symbolic) shape, as a scalar: ``N`` in a mean's
 # derivative. Its argument is ``(dims, dtype)``.
-SIZE = OpDef("size", LEAF, lambda srcs, a: ((), a[1]), None, fn="size")
+SIZE = OpDef("size", LEAF, lambda srcs, a: ((), a[1]), None, fn="size",
+             props=frozenset({INTERNAL}))  # made by the lowering and sg.mean
 
 
 def size(dims: object, dtype: object = "float32") -> Expr:

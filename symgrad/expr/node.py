@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 # Operator kinds: the scheduler and the rules ask ``op.kind == ELEMENTWISE``.
 LEAF, ELEMENTWISE, REDUCE, SHAPE, CONTRACT = "leaf", "elementwise", "reduce", "shape", "contract"
 
+# Properties an operator may have (``op.has(COMMUTATIVE)``), besides its kind:
+# ZERO_DERIVATIVE: piecewise constant (comparisons, sign, floor): every cotangent is 0;
+# NOT_DIFFERENTIABLE: no derivative is defined (the rules refuse it);
+# NO_SYMPY: SymPy has no counterpart (``to_sympy`` raises, naming it);
+# INTERNAL: built by symgrad itself (derivatives, the simplifier), no public function.
+COMMUTATIVE, ZERO_DERIVATIVE, NOT_DIFFERENTIABLE = "commutative", "zero_derivative", \
+    "not_differentiable"
+NO_SYMPY, INTERNAL = "no_sympy", "internal"
+
 
 @dataclass(frozen=True, eq=False)
 class OpDef:
@@ -35,7 +44,18 @@ class OpDef:
     shape (the reverse sweep undoes broadcasting). ``jvp(tangents, out, nb)`` is the
     forward rule of a non-elementwise operator for tangents with ``nb`` extra leading axes
     (elementwise operators derive theirs from ``vjp``). Backend spellings are not here:
-    each backend keeps its own table keyed by ``OpDef``.
+    each backend keeps its own table keyed by ``OpDef``, and compiles ``decompose`` for an
+    operator it does not spell.
+
+    The public function is made from the stanza: ``doc`` is its docstring, ``arity`` its
+    number of operands, ``promote`` how operands are promoted (``"same"``: NumPy's common
+    dtype; ``"float"``: integers become float64 first; ``"exact_int"``: an integer operand
+    is returned as is, as ``np.floor`` of an int is that int) and ``param`` the keyword
+    that becomes ``arg`` (``(name, default, convert)``); ``builder`` replaces the made one
+    where the rule is not one of these. ``decompose(*srcs[, arg])`` writes the operator
+    with others (a backend without a spelling of its own compiles that); ``ufunc`` is the
+    NumPy ufunc that builds it on expressions (``np.arcsin(x)``); ``props`` its properties
+    (``COMMUTATIVE``, ``ZERO_DERIVATIVE``, ``NO_SYMPY``, ...), asked with :meth:`has`.
     """
 
     name: str
@@ -52,6 +72,20 @@ class OpDef:
     jvp: Callable[..., Any] | None = None
     commutative: bool = False
     extra: dict = field(default_factory=dict)
+    arity: int = 0
+    doc: str = ""
+    promote: str = "same"
+    param: tuple | None = None
+    builder: Callable[..., Any] | None = None
+    decompose: Callable[..., Any] | None = None
+    ufunc: Any = None
+    props: frozenset = frozenset()
+
+    def has(self, prop: str) -> bool:
+        """Whether the operator has ``prop``: its kind (``ELEMENTWISE``, ``REDUCE``, ...) or
+        one of its properties (``COMMUTATIVE``, ``ZERO_DERIVATIVE``, ...)."""
+        return prop == self.kind or prop in self.props or (
+            prop == COMMUTATIVE and self.commutative)
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"
@@ -115,9 +149,7 @@ class Expr:
     @property
     def name(self) -> str:
         """The name of an input or parameter (``""`` for other nodes)."""
-        if self.op.name == "input":
-            return self.arg.name
-        if self.op.name == "param":
+        if self.op.kind == LEAF and (_is_param(self) or _is_input(self)):
             return self.arg.name
         return ""
 
@@ -126,13 +158,13 @@ class Expr:
         """The current value of a parameter: a read-only snapshot, which later training
         steps do not change (``history.append(w.value)`` records each step's value). To
         set it, assign: ``w.value = new`` (checked against the shape and dtype)."""
-        if self.op.name != "param":
+        if not _is_param(self):
             raise AttributeError(f"only parameters have a value; this is a {self.op.name} node")
         return self.arg.snapshot()
 
     @value.setter
     def value(self, new: Any) -> None:
-        if self.op.name != "param":
+        if not _is_param(self):
             raise AttributeError(f"only parameters have a value; this is a {self.op.name} node")
         self.arg.assign(new)
 
@@ -212,6 +244,18 @@ class Expr:
 
     def astype(self, dtype) -> Expr:
         return F.cast(self, dtype)
+
+
+def _is_param(node: Expr) -> bool:
+    from symgrad.expr.leaves import PARAM  # leaves imports this module
+
+    return node.op is PARAM
+
+
+def _is_input(node: Expr) -> bool:
+    from symgrad.expr.leaves import INPUT
+
+    return node.op is INPUT
 
 
 def toposort(roots: list[Expr]) -> list[Expr]:

@@ -21,6 +21,7 @@ import numpy as np
 from symgrad.expr import functions as F
 from symgrad.expr import tensors as T
 from symgrad.expr.node import Expr
+from symgrad.expr.ops_math import ALL_ELEMENTWISE_OPS
 
 # NumPy's "argument not given" marker (``np._NoValue``): a keyword left at it was not given.
 _NOVALUE = getattr(np, "_NoValue", object())
@@ -90,35 +91,12 @@ def _positive(x: Any) -> Expr:
 
 _COMPARISONS = {np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal}
 
-# NumPy ufunc -> symgrad builder, one entry per ufunc
+# NumPy ufunc -> symgrad builder: each stanza's ``ufunc`` (np.absolute is np.abs,
+# np.divide np.true_divide), and those that are no one operator
 UFUNCS: dict[np.ufunc, Callable[..., Expr]] = {
-    np.add: F.add,
-    np.subtract: F.subtract,
-    np.multiply: F.multiply,
-    np.divide: F.divide,  # np.true_divide is the same ufunc
-    np.power: F.power,
-    np.negative: F.negative,
+    **{op.ufunc: getattr(F, op.fn) for op in ALL_ELEMENTWISE_OPS if op.ufunc is not None},
     np.positive: _positive,
-    np.maximum: F.maximum,
-    np.minimum: F.minimum,
-    np.less: F.less,
-    np.less_equal: F.less_equal,
-    np.greater: F.greater,
-    np.greater_equal: F.greater_equal,
-    np.equal: F.equal,
-    np.not_equal: F.not_equal,
-    np.exp: F.exp,
-    np.log: F.log,
-    np.log1p: F.log1p,
-    np.expm1: F.expm1,
-    np.sqrt: F.sqrt,
     np.square: F.square,
-    np.sin: F.sin,
-    np.cos: F.cos,
-    np.tan: F.tan,
-    np.tanh: F.tanh,
-    np.absolute: F.abs,  # np.abs is the same ufunc
-    np.sign: F.sign,
     np.matmul: T.matmul,
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symgrad.expr.node import SHAPE, Expr, F, OpDef
+from symgrad.expr.node import INTERNAL, SHAPE, Expr, F, OpDef
 from symgrad.expr.shapes import ShapeError, fmt
 
 
@@ -70,7 +70,8 @@ def _fmt(arg) -> str:
     return f"{fmt(shape)}, " + ", ".join(f"offset={o}/axis={a}" for o, a in layout)
 
 
-BANDS = OpDef("bands", SHAPE, _infer, _eval, fn="bands", fmt_arg=_fmt, vjp=_vjp, jvp=_jvp)
+BANDS = OpDef("bands", SHAPE, _infer, _eval, fn="bands", fmt_arg=_fmt, vjp=_vjp, jvp=_jvp,
+              props=frozenset({INTERNAL}))
 
 
 def band_matrix(shape: tuple, bands: list[tuple[Expr, int, int]]) -> Expr:

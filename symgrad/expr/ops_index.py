@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from symgrad.expr.node import SHAPE, Expr, OpDef
+from symgrad.expr.node import INTERNAL, SHAPE, Expr, OpDef
 from symgrad.expr.shapes import Shape, ShapeError, fmt, slice_of
 
 
@@ -147,7 +147,8 @@ INDEX = OpDef("index", SHAPE, _infer, _eval, fn="index", infix="[]", prec=100,
 # zeros(shape) with g written at key: the adjoint of indexing (and linear, so its own
 # derivative indexes again).
 SCATTER = OpDef("scatter", SHAPE, lambda srcs, a: (a[1], srcs[0].dtype), _scatter_eval,
-                fn="scatter", fmt_arg=lambda a: f"{fmt(a[1])}, [{fmt_key(a[0])}]",
+                fn="scatter", props=frozenset({INTERNAL}),
+                fmt_arg=lambda a: f"{fmt(a[1])}, [{fmt_key(a[0])}]",
                 extra={"bind": _bind_scatter},
                 vjp=lambda g, out, x: (Expr(INDEX, (g,), out.arg[0]),),
                 jvp=lambda ts, out, nb: Expr(SCATTER, ts, (

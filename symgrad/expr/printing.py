@@ -12,8 +12,11 @@ from typing import Callable
 
 import numpy as np
 
+from symgrad.expr import ops_elementwise as E
+from symgrad.expr import ops_tensor as T
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, toposort
+from symgrad.expr.printing_structure import readable_structure
 
 SHARE_MIN_OPS = 4  # a repeated subexpression with at least this many nodes gets a name
 _NEG_PREC = 25  # unary minus: ``-2**x`` is ``-(2**x)``, so ``(-2)**x`` needs parentheses
@@ -64,8 +67,10 @@ def _shared(nodes: list[Expr], min_ops: int) -> list[Expr]:
 class _Printer:
     """One printer for text and LaTeX: ``spell(node, parts) -> (text, precedence)``."""
 
-    def __init__(self, spell: Callable, leaf: Callable, let_name: str = "t{}"):
+    def __init__(self, spell: Callable, leaf: Callable, let_name: str = "t{}",
+                 structure: Callable | None = None):
         self.spell, self.leaf, self.let_name = spell, leaf, let_name
+        self.structure = structure  # (node, texts so far) -> text, or None: a node's own
 
     def render(self, root: Expr, min_ops: int = SHARE_MIN_OPS) -> tuple[str, list]:
         nodes = toposort([root])
@@ -82,7 +87,8 @@ class _Printer:
                 dims = [str(d) for d in n.arg[0]]
                 text[n] = ("*".join(dims), 100 if len(dims) == 1 else 20)
             else:
-                text[n] = self.spell(n, [text[s] for s in n.srcs])
+                text[n] = (self.structure and self.structure(n, text)) or self.spell(
+                    n, [text[s] for s in n.srcs])
             if n in let and n is not root:
                 lets.append((let[n], text[n][0]))
                 text[n] = (let[n], 100)
@@ -112,6 +118,8 @@ def _index_text(n: Expr) -> str:
 
 def _spell_text(n: Expr, parts: list) -> tuple[str, int]:
     op = n.op
+    if op.extra.get("transparent"):  # an identity that only carries a mark (``sg.watch``)
+        return parts[0]
     if op.infix == "[]":
         return f"{_paren(parts[0], 100)}[{_index_text(n)}]", 100
     if op.infix and len(parts) == 1:  # unary minus
@@ -126,12 +134,12 @@ def _spell_text(n: Expr, parts: list) -> tuple[str, int]:
             sep = f" {op.infix} "
         return (f"{_paren(a, op.prec, right=op.prec == _CMP_PREC)}{sep}"
                 f"{_paren(b, op.prec, right=True)}", op.prec)
-    if op.name == "cast":
+    if op is E.CAST:
         return f"{n.dtype}({parts[0][0]})", 100
-    if op.name == "transpose" and n.arg == (1, 0):
+    if op is T.TRANSPOSE and n.arg == (1, 0):
         return f"{_paren(parts[0], 100)}.T", 100
     args = [p[0] for p in parts]
-    if op.name == "concat":
+    if op is T.CONCAT:
         args = [f"[{', '.join(args)}]"]
     if op.fmt_arg is not None and n.arg is not None:
         extra = op.fmt_arg(n.arg)
@@ -146,7 +154,8 @@ def _leaf_text(n: Expr, names: dict) -> str:
 
 def to_str(e: Expr, share_min_ops: int = SHARE_MIN_OPS) -> str:
     """The text of ``str(e)``: ``w1*x1 + w2*x2 + b - y``; shared parts after ``where``."""
-    body, lets = _Printer(_spell_text, _leaf_text).render(e, share_min_ops)
+    body, lets = _Printer(_spell_text, _leaf_text, structure=readable_structure).render(
+        e, share_min_ops)
     if not lets:
         return body
     return body + "\nwhere\n" + "\n".join(f"  {name} = {text}" for name, text in lets)
@@ -173,19 +182,21 @@ def _spell_latex(n: Expr, parts: list) -> tuple[str, int]:
         s, p = part
         return rf"\left({s}\right)" if p < prec or (right and p == prec) else s
 
-    if op.name == "divide":
+    if op.extra.get("transparent"):
+        return parts[0]
+    if op is E.DIV:
         return rf"\frac{{{parts[0][0]}}}{{{parts[1][0]}}}", 100
-    if op.name == "power":
+    if op is E.POW:
         return f"{paren(parts[0], op.prec + 1)}^{{{parts[1][0]}}}", op.prec
-    if op.name == "sqrt":
+    if op is E.SQRT:
         return rf"\sqrt{{{parts[0][0]}}}", 100
-    if op.name == "abs":
+    if op is E.ABS:
         return rf"\left|{parts[0][0]}\right|", 100
-    if op.name == "negative":
+    if op is E.NEG:
         return f"-{paren(parts[0], op.prec)}", op.prec
-    if op.name == "transpose" and n.arg == (1, 0):
+    if op is T.TRANSPOSE and n.arg == (1, 0):
         return f"{paren(parts[0], 100)}^{{T}}", 100
-    if op.name == "cast":
+    if op is E.CAST:
         return parts[0]
     if op.infix == "[]":
         return f"{paren(parts[0], 100)}_{{[{_index_text(n)}]}}", 100

@@ -18,6 +18,7 @@ from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE, size
 from symgrad.expr.node import ELEMENTWISE, Expr, toposort
+from symgrad.expr.ops_math import ALL_ELEMENTWISE_OPS
 from symgrad.expr.printing import _leaf_names
 
 _INDEX = sympy.Idx("i")
@@ -87,9 +88,15 @@ def to_sympy(e: Expr) -> sympy.Expr:
     return conv(e, False)
 
 
-_FUNCS = {sympy.exp: F.exp, sympy.log: F.log, sympy.sin: F.sin, sympy.cos: F.cos,
-          sympy.tan: F.tan, sympy.tanh: F.tanh, sympy.erf: F.erf, sympy.Abs: F.abs,
-          sympy.sign: F.sign}
+def _functions() -> dict:
+    """SymPy function -> symgrad builder, from the stanzas whose SymPy spelling is a SymPy
+    function (``sympy.asin``): ``to_sympy`` and ``from_sympy`` read the same entry. Other
+    spellings (``log1p`` as ``log(1 + x)``) come back through their parts."""
+    return {op.sympy: getattr(F, op.fn) for op in ALL_ELEMENTWISE_OPS
+            if isinstance(op.sympy, sympy.FunctionClass) and hasattr(F, op.fn)}
+
+
+_FUNCS = _functions()
 _RELATIONS = {sympy.StrictLessThan: F.less, sympy.LessThan: F.less_equal,
               sympy.StrictGreaterThan: F.greater, sympy.GreaterThan: F.greater_equal,
               sympy.Equality: F.equal, sympy.Unequality: F.not_equal}
@@ -172,8 +179,7 @@ def from_sympy(expr: Any, bindings: Mapping[Any, Any]) -> Expr:
         if isinstance(s, sympy.ITE):  # a condition chosen by a condition
             return F.where(*(conv(a) for a in s.args))
         if s.func in _FUNCS:
-            (a,) = s.args
-            return _FUNCS[s.func](conv(a))
+            return _FUNCS[s.func](*(conv(a) for a in s.args))
         raise NotImplementedError(f"from_sympy: no symgrad operator for {s.func.__name__} "
                                   f"(in {s})")
 

@@ -23,7 +23,7 @@ import os
 import secrets
 import struct
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -246,15 +246,30 @@ def _check_target(step: Any, params: Sequence[Expr] | None, what: str) -> None:
 
 
 def save(path: str | os.PathLike, step: Any = None, *,
-         params: Sequence[Expr] | None = None) -> None:
+         params: Sequence[Expr] | None = None, comm: Any = None) -> None:
     """Save a training step (every parameter, the optimizer state, the step count, the
     skipped steps and the hyperparameters), or only ``params``, to ``path`` (safetensors,
     written atomically).
+
+    Data-parallel (``comm``, by default a step's own): a collective call; rank 0 writes
+    (the processes hold the same values) and every process raises the same error if it
+    failed.
 
     >>> sg.save("run.safetensors", step)
     >>> sg.save("weights.safetensors", params=[W, b])
     """
     _check_target(step, params, "sg.save")
+    comm = comm if comm is not None else getattr(step, "comm", None)
+    if comm is None:
+        _save(path, step, params)
+        return
+    from symgrad.runtime import distributed
+
+    distributed.agree(comm, "sg.save", lambda: _save(path, step, params)
+                      if comm.Get_rank() == 0 else None)
+
+
+def _save(path: str | os.PathLike, step: Any, params: Sequence[Expr] | None) -> None:
     if step is None:
         entries = params_by_name(params, "sg.save")
         if "__metadata__" in entries:
@@ -349,7 +364,7 @@ def _whole_number(where: str, metadata: Mapping[str, str], key: str) -> float:
 
 
 def load(path: str | os.PathLike, step: Any = None, *,
-         params: Sequence[Expr] | None = None) -> None:
+         params: Sequence[Expr] | None = None, comm: Any = None) -> None:
     """Load a checkpoint written by :func:`save` into ``step`` (a step compiled from the same
     model code) or into ``params``. Everything is checked before anything is written: a
     missing or extra array, another shape or dtype, another optimizer or a malformed file
@@ -359,8 +374,24 @@ def load(path: str | os.PathLike, step: Any = None, *,
 
     ``params=[...]`` loads parameters alone, from a parameters file, a step's checkpoint
     (its optimizer state is ignored) or any safetensors file with those names.
+
+    Data-parallel (``comm``, by default a step's own): a collective call; every process
+    reads and checks the file (it must reach it, e.g. on a shared filesystem), and writes
+    only once every process has passed; else every process raises the same error.
     """
     _check_target(step, params, "sg.load")
+    comm = comm if comm is not None else getattr(step, "comm", None)
+    if comm is None:
+        _checked_load(path, step, params)()
+        return
+    from symgrad.runtime import distributed
+
+    distributed.agree(comm, "sg.load", lambda: _checked_load(path, step, params))()
+
+
+def _checked_load(path: str | os.PathLike, step: Any,
+                  params: Sequence[Expr] | None) -> Callable[[], None]:
+    """Read and check the file for ``load``; returns what writes it (nothing written)."""
     where = f"checkpoint {os.fspath(path)!r}"
     # names first: a model that cannot be loaded by name is refused before reading
     entries = (params_by_name(params, "sg.load") if step is None
@@ -376,10 +407,12 @@ def load(path: str | os.PathLike, step: Any = None, *,
         state_keys = ([k for k in tensors if "/" in k]
                       if ours and metadata.get("kind") == "step" else [])
         _match(where, tensors, entries, ignore=state_keys)
-        with deferred_signals():  # every parameter loaded, or none
-            for key, node in entries.items():
-                node.arg.assign(tensors[key])
-        return
+
+        def write_params() -> None:
+            with deferred_signals():  # every parameter loaded, or none
+                for key, node in entries.items():
+                    node.arg.assign(tensors[key])
+        return write_params
     if not ours or metadata.get("kind") != "step":
         raise CheckpointError(f"{where}: not the checkpoint of a training step (its metadata "
                               f"names no optimizer); sg.load(path, params=[...]) loads "
@@ -398,11 +431,13 @@ def load(path: str | os.PathLike, step: Any = None, *,
     count = _whole_number(where, metadata, "step_count")
     skipped = int(_whole_number(where, metadata, "skipped"))
     _match(where, tensors, entries)
-    # everything checked: now write, all of it or (under Ctrl-C) none
-    with deferred_signals():
-        for key, node in entries.items():
-            node.arg.assign(tensors[key])
-        step._count.arg.assign(np.float64(count))
-        opt.hyper.update(hyper)
-        if hasattr(step, "skipped"):
-            step.skipped = skipped
+
+    def write_step() -> None:  # everything checked: write all of it or (Ctrl-C) none
+        with deferred_signals():
+            for key, node in entries.items():
+                node.arg.assign(tensors[key])
+            step._count.arg.assign(np.float64(count))
+            opt.hyper.update(hyper)
+            if hasattr(step, "skipped"):
+                step.skipped = skipped
+    return write_step

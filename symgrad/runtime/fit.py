@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from symgrad.expr.node import Expr
+from symgrad.runtime import distributed
 from symgrad.runtime.checkpoint import params_by_name, save
 from symgrad.runtime.function import Function
 from symgrad.runtime.step import ON_NONFINITE, Step
@@ -147,6 +148,18 @@ def _check_step(step: Any, checkpoint: Any, checkpoint_every: Any,
                             f"(sg.compile_step), got {type(step).__name__}")
 
 
+def _comm_of(step: Any, comm: Any) -> Any:
+    """The communicator fit trains over: the step's own (``compile_step(comm=...)``), which
+    ``comm`` (if given) must be."""
+    own = getattr(step, "comm", None)
+    if comm is None or comm is own:
+        return own
+    if own is None:
+        raise TypeError("fit: comm= needs a data-parallel step: sg.compile_step(loss, "
+                        "optimizer, comm=comm)")
+    raise ValueError("fit: comm is not the communicator the step was compiled with")
+
+
 def _loss_value(step: Any, loss: Any) -> float:
     if isinstance(loss, (float, int, np.floating, np.integer)) and not isinstance(loss, bool):
         return float(loss)
@@ -159,7 +172,7 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
         callbacks: Sequence[Callable[[int, History], Any]] | None = None,
         validation: Mapping[str, Any] | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-        on_nonfinite: str | None = None) -> History:
+        on_nonfinite: str | None = None, comm: Any = None) -> History:
     """Train ``step`` (from :func:`compile_step`) over minibatches of ``data``.
 
     The data is reshuffled every epoch from a generator seeded by ``seed``; the last
@@ -176,26 +189,45 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
     An error that stops training (a ``NonFiniteError``, a bad batch) carries the history
     up to that step as ``error.history``.
 
+    Data-parallel (``comm``: an mpi4py communicator; by default the step's own, from
+    ``sg.compile_step(..., comm=comm)``): every process passes the same ``data`` (e.g.
+    arrays from ``np.load(path, mmap_mode="r")``) and reads only its shard of each
+    minibatch; the shuffle is rank 0's on every process, so the minibatches are those of
+    one process; only rank 0 shows progress and writes the checkpoint; the history (the
+    global losses) is the same on every process. ``validation`` is split the same way.
+
     >>> history = sg.fit(step, {"X": images, "labels": digits}, epochs=5, batch_size=256)
     >>> history.plot("loss.png")
     """
-    _check_step(step, checkpoint, checkpoint_every, on_nonfinite)
+    comm = _comm_of(step, comm)
+    if comm is None:
+        _check_step(step, checkpoint, checkpoint_every, on_nonfinite)
+    else:  # every process checks (the checkpoint's folder too); they agree
+        distributed.agree(comm, "fit", lambda: _check_step(step, checkpoint, checkpoint_every,
+                                                           on_nonfinite))
     arrays, n = _check_data(data, "fit: data")
+    if comm is not None:
+        distributed.same_everywhere(comm, "fit: the number of samples in data", n)
     if n == 0:
         raise ValueError("fit: data holds no samples (every array has length 0)")
     if validation is not None:
-        _check_data(validation, "fit: validation")
+        validation, n_validation = _check_data(validation, "fit: validation")
+        if comm is not None:  # each process evaluates its shard; the loss is global
+            mine = distributed.shard_of(n_validation, comm.Get_rank(), comm.Get_size())
+            validation = {k: a[mine] for k, a in validation.items()}
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    if comm is not None and seed is None:  # one shuffle everywhere: rank 0's
+        seed = comm.bcast(np.random.SeedSequence().entropy, root=0)
     rng = np.random.default_rng(seed)
     per_epoch = -(-n // batch_size)
     history = History()
     skipped_before = getattr(step, "skipped", 0)
     own_policy = getattr(step, "on_nonfinite", None)
     steps_run = saved_at = 0
-    bar = _Progress(epochs * per_epoch, progress)
+    bar = _Progress(epochs * per_epoch, progress and (comm is None or comm.Get_rank() == 0))
     start = time.perf_counter()
     try:
         if on_nonfinite is not None:
@@ -205,6 +237,9 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
             losses = []
             for lo in range(0, n, batch_size):
                 take = order[lo:lo + batch_size]
+                if comm is not None:  # this process's share of the minibatch
+                    take = take[distributed.shard_of(len(take), comm.Get_rank(),
+                                                     comm.Get_size())]
                 before = getattr(step, "skipped", 0)
                 loss = _loss_value(step, step(**{k: a[take] for k, a in arrays.items()}))
                 steps_run += 1
@@ -225,6 +260,8 @@ def fit(step: Any, data: Mapping[str, Any], epochs: int = 1, batch_size: int = 3
                 cb(epoch, history)
     except KeyboardInterrupt:
         history.interrupted = True  # the parameters are those of the last finished step
+        if comm is not None:  # the processes may have stopped at different steps: the
+            checkpoint = None  # periodic checkpoints are the consistent ones
     except Exception as exc:  # e.g. NonFiniteError: the history so far goes with it
         exc.history = history
         raise

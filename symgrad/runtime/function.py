@@ -19,6 +19,7 @@ from symgrad.expr.evaluate import (
     symbolic_dims,
 )
 from symgrad.runtime.compiled import Gate, commit_on_host, distinct_arrays
+from symgrad.runtime.watch import strip_watches, watched_in
 
 BACKENDS = ("numpy", "llvm", "cuda")
 
@@ -30,10 +31,13 @@ class Function:
     >>> f = sg.function([loss, pred], backend="llvm")
     >>> value, p = f(x=xs, y=ys)           # or f({"x": xs, "y": ys})
     >>> print(f.plan)          # what each compiled kernel computes, pass by pass
+
+    Outputs built with ``sg.watch``'d nodes report them in ``f.watched`` after each call.
     """
 
     def __init__(self, outputs: Outputs, backend: str = "llvm", fast_math: bool = False,
-                 passes: Mapping[str, bool] | Compilation | None = None):
+                 passes: Mapping[str, bool] | Compilation | None = None,
+                 watch: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"got {backend!r}")
@@ -44,20 +48,27 @@ class Function:
         self.compilation = passes if isinstance(passes, Compilation) else \
             Compilation(passes, defaults={"simplify": False})
         self.outputs, self._single = as_outputs(outputs)
+        # watches (``watch=False``: the caller computes them, as a Step does) are computed
+        # beside the outputs, in the same call; no backend sees the watch nodes themselves
+        self._watches = watched_in(self.outputs) if watch else {}
+        self.watched: dict[str, dict[str, object]] = {}
+        self._calls = 0
+        self.outputs = strip_watches(self.outputs)
         if self.compilation.on("simplify"):
             with self.compilation.timed("simplify"):
                 self.outputs = simplify(self.outputs)
         self.inputs = graph_inputs(self.outputs)
         self._dims = symbolic_dims(self.outputs)
         self._compiled = None
+        self._all = self.outputs + [s for w in self._watches.values() for s in w.stats]
         if backend == "llvm":
             from symgrad.runtime.llvm_function import LLVMFunction
 
-            self._compiled = LLVMFunction(self.outputs, self.compilation)
+            self._compiled = LLVMFunction(self._all, self.compilation)
         elif backend == "cuda":
             from symgrad.runtime.cuda_function import CUDAFunction
 
-            self._compiled = CUDAFunction(self.outputs, fast_math=fast_math,
+            self._compiled = CUDAFunction(self._all, fast_math=fast_math,
                                           compilation=self.compilation)
 
     def __call__(self, feeds: Mapping[Any, Any] | None = None, /,
@@ -78,11 +89,20 @@ class Function:
         mean the gate passes (a compiled call then commits in its native code and need not
         call ``gate``)."""
         if self._compiled is not None:
-            return self._compiled.call(feeds, commit, gate, gate_zero)
-        arrays, sizes = check_feeds(self.inputs, feeds)
-        check_dims_bound(self._dims, sizes)
-        results = distinct_arrays(run_graph(self.outputs, arrays, sizes))
-        return commit_on_host(results, commit if gate is None or gate(results) else None)
+            results = self._compiled.call(feeds, commit, gate, gate_zero)
+        else:
+            arrays, sizes = check_feeds(self.inputs, feeds)
+            check_dims_bound(self._dims, sizes)
+            results = distinct_arrays(run_graph(self._all, arrays, sizes))
+            results = commit_on_host(results, commit if gate is None or gate(results)
+                                     else None)
+        if not self._watches:
+            return results
+        self._calls += 1
+        seen = results[len(self.outputs):]
+        for i, w in enumerate(self._watches.values()):
+            self.watched[w.name] = w.record(seen[4 * i:4 * i + 4], self._calls)
+        return results[:len(self.outputs)]
 
     def _need_compiled(self, what: str):
         if self._compiled is None:

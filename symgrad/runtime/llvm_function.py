@@ -106,6 +106,9 @@ class LLVMFunction(CompiledFunction):
             log.timings["jit"] -= log.timings["render"]
         self._entry = ENTRY_TYPE(self.library.address(E.ENTRY))
         self.last_passes: list = []  # (threads, bounds) of each pass of the last call
+        # a data-parallel run (``distributed.DataParallel``): ``enter(plan, scratch, ctl)``
+        # before the entry (it sets ``ctl[AFTER_PASS]``), ``leave(plan, scratch, ctl)`` after
+        self.data_parallel: Any = None
         self._layout()
         self._repeated_outputs = len(set(self.program.outputs)) < len(self.program.outputs)
 
@@ -120,7 +123,8 @@ class LLVMFunction(CompiledFunction):
     def _render(self) -> str:
         return render_llvm(self.program.kernels, self._index, self._dim_index,
                            is_pass=[stage % 2 == 1 for stage in self.program.stages],
-                           threads_slot=self._dim_index.get(L.THREADS.name, -1))
+                           threads_slot=self._dim_index.get(L.THREADS.name, -1),
+                           notes=self.program.stage_notes)
 
     @property
     def asm(self) -> str:
@@ -211,11 +215,16 @@ class LLVMFunction(CompiledFunction):
                 pool, ctl = None, scratch.ctl_alone
         blas.set_threads(1)  # (the workers' BLAS is single-threaded from their start)
         self.last_passes = plan.passes if ctl is scratch.ctl else plan.passes_alone
+        hook = self.data_parallel
+        if hook is not None:
+            hook.enter(plan, scratch, ctl)
         try:
             self._entry(scratch.tables_address, scratch.dims_address, ctypes.addressof(ctl))
         finally:
             if pool is not None:
                 pool.release()
+            if hook is not None:  # (the scratch is reused: its dims and ctl as they were)
+                hook.leave(plan, scratch, ctl)
         kept = scratch.views
         results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
                    leaf_result(ref, arrays, sizes) for kind, ref in plan.results]

@@ -16,11 +16,16 @@ __all__ = ["minimize"]
 
 
 def minimize(loss: Expr, data: Mapping[str, Any] | None = None, method: str = "L-BFGS-B",
-             params: Sequence[Expr] | None = None, backend: str = "llvm",
+             params: Sequence[Expr] | None = None, backend: str = "llvm", comm: Any = None,
              **options: Any) -> Any:
     """Minimize scalar ``loss`` over its parameters on the whole of ``data`` with
     ``scipy.optimize.minimize``; the solution is written into the parameters and SciPy's
     result object is returned. ``options`` go to SciPy (``tol``, ``options={...}``).
+
+    ``comm`` (an mpi4py communicator): the data are split across processes, each passing
+    its own shard; every value and gradient is that of the whole data (the pass's sums
+    reduced across the processes), so every process takes the same iterates from rank 0's
+    starting point and ends with the same solution.
 
     >>> result = sg.minimize(loss, {"x1": a1, "x2": a2, "y": t})
     >>> result.success, w1.value
@@ -34,6 +39,11 @@ def minimize(loss: Expr, data: Mapping[str, Any] | None = None, method: str = "L
     if not params:
         raise ValueError("minimize: the loss depends on no parameter")
     fn = Function([loss, *grad(loss, params)], backend)
+    if comm is not None:
+        from symgrad.runtime import distributed
+
+        fn = distributed.DataParallel(fn, comm, what="minimize(comm=...)")
+        distributed.broadcast_params(comm, [p.arg for p in params])
     feeds = dict(data or {})
     sizes = [p.value.size for p in params]
     splits = np.cumsum(sizes)[:-1]

@@ -73,7 +73,8 @@ class Step:
 
     def __init__(self, loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
                  backend: str = "llvm", fast_math: bool = False,
-                 on_nonfinite: str = "raise", passes: Mapping[str, bool] | None = None):
+                 on_nonfinite: str = "raise", comm: Any = None,
+                 passes: Mapping[str, bool] | None = None):
         self.compilation = Compilation(passes, defaults={"simplify": True})
         if not isinstance(loss, Expr) or loss.shape != ():
             shape = getattr(loss, "shape", None)
@@ -115,8 +116,9 @@ class Step:
         self._targets = [target for target, _ in updates]
         self._commit = {1 + i: target.arg for i, target in enumerate(self._targets)}
         self._watches = watched_in([loss])
-        watch_outputs = [stat for _, stats in self._watches.values() for stat in stats]
+        watch_outputs = [stat for w in self._watches.values() for stat in w.stats]
         self.watched: dict[str, dict[str, object]] = {}
+        self._watch_calls = 0
         simplified = [loss] + [value for _, value in updates] + grads
         if self.compilation.on("simplify"):
             with self.compilation.timed("simplify"):
@@ -139,11 +141,23 @@ class Step:
         # zero: the loss and every gradient and update finite, the gate passes (the step
         # commits in its native call without a round trip through ``_accept``)
         self._gate_zero = (self._checks.start,)
-        self._function = Function(outputs, backend, fast_math, passes=self.compilation)
+        self._function = Function(outputs, backend, fast_math, passes=self.compilation,
+                                  watch=False)  # (the watches are among the outputs)
         self._loss_only: Function | None = None
         # Simplification may drop an input (x - x): the step still takes the model's inputs
         self._model_inputs = graph_inputs([loss])
         self._dropped = set(self._model_inputs) != set(self._function.inputs)
+        self.comm = comm  # an mpi4py communicator: each process steps on its shard
+        if comm is not None:
+            from symgrad.runtime import distributed
+
+            self._function = distributed.DataParallel(
+                self._function, comm, prepare=self._model_batch,
+                need_samples="a training step needs at least one sample",
+                what="compile_step(comm=...)")
+            # every process starts from rank 0's parameters and state (a random init may
+            # differ between processes)
+            distributed.broadcast_params(comm, [target.arg for target in self._targets])
 
     # -- running -----------------------------------------------------------------------
     def __call__(self, batch: Mapping[Any, Any] | None = None, /, **keywords: Any) -> float:
@@ -151,14 +165,13 @@ class Step:
         the loss before the update. Columns the loss does not use are ignored."""
         batch = keywords if batch is None else merge_feeds(batch, keywords, "step")
         self._sync_hyper()
-        for v in batch.values():
-            if (v.shape if isinstance(v, np.ndarray) else _shape(v))[:1] == (0,):
-                shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in batch.items())
-                raise ValueError("a training step needs at least one sample; got an empty "
-                                 f"batch ({shapes})")
-        if self._dropped:
-            check_feeds(self._model_inputs, batch)
-            batch = {k: v for k, v in batch.items() if k in self._function.inputs}
+        if self.comm is None:  # (data-parallel: checked on every process, then agreed)
+            for v in batch.values():
+                if (v.shape if isinstance(v, np.ndarray) else _shape(v))[:1] == (0,):
+                    shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in batch.items())
+                    raise ValueError("a training step needs at least one sample; got an "
+                                     f"empty batch ({shapes})")
+            batch = self._model_batch(batch)
         # every new value is committed only after the whole call has succeeded (on the GPU,
         # the parameters and optimizer state stay there)
         commit = self._commit
@@ -169,12 +182,29 @@ class Step:
         finally:
             self._batch = None
         loss, seen = results[0], results[self._checks.stop:]
-        for name in self._watches:
-            mean, low, high, first = seen[:4]
-            seen = seen[4:]
-            self.watched[name] = {"mean": float(mean), "min": float(low), "max": float(high),
-                                  "first": np.asarray(first)}
+        self._watch_calls += 1
+        for i, w in enumerate(self._watches.values()):
+            self.watched[w.name] = w.record(seen[4 * i:4 * i + 4], self._watch_calls)
         return float(loss)
+
+    def _model_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The feeds of the compiled function: simplification may drop an input (x - x),
+        and the step still checks every input of the model."""
+        if self._dropped:
+            check_feeds(self._model_inputs, batch)
+            batch = {k: v for k, v in batch.items() if k in self._function.inputs}
+        return batch
+
+    def _compile(self, outputs: list[Expr] | Expr) -> Any:
+        """A function of this step's backend and passes (the loss ``evaluate`` computes is
+        simplified as the step's is), data-parallel over ``comm`` where set."""
+        function = Function(outputs, self.backend, self.fast_math,
+                            passes=dict(self.compilation.enabled))
+        if self.comm is None:
+            return function
+        from symgrad.runtime.distributed import DataParallel
+
+        return DataParallel(function, self.comm)
 
     def _accept(self, results: list) -> bool:
         """The non-finite policy, applied to a computed step before anything is written."""
@@ -187,7 +217,7 @@ class Step:
             self.skipped += 1
             return False
         if self._diagnose is None:  # the per-parameter counts, compiled on the first failure
-            self._diagnose = Function(self._diagnostics, self.backend, self.fast_math)
+            self._diagnose = self._compile(self._diagnostics)
         counts = self._diagnose(**self._batch)
         grads, updates = counts[:len(self.params)], counts[len(self.params):]
         bad_grad = {p: int(c) for p, c in zip(self.params, grads) if c}
@@ -235,9 +265,9 @@ class Step:
 
     def evaluate(self, batch: Mapping[Any, Any] | None = None, /, **keywords: Any) -> float:
         """The loss on ``batch`` (a dict, keywords or both) without updating anything (e.g.
-        a validation loss)."""
+        a validation loss; with ``comm``, over every process's shard)."""
         if self._loss_only is None:
-            self._loss_only = Function(self.loss, self.backend, self.fast_math)
+            self._loss_only = self._compile(self.loss)
         return float(self._loss_only(
             keywords if batch is None else merge_feeds(batch, keywords, "step.evaluate")))
 
@@ -309,14 +339,20 @@ class Step:
 
 def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = None,
                  backend: str = "llvm", fast_math: bool = False,
-                 on_nonfinite: str = "raise", passes: Mapping[str, bool] | None = None
-                 ) -> Step:
+                 on_nonfinite: str = "raise", comm: Any = None,
+                 passes: Mapping[str, bool] | None = None) -> Step:
     """Compile one training step of ``optimizer`` on ``loss``: every parameter the loss
     depends on (or ``params``) is updated in place by each call.
 
     ``on_nonfinite`` says what a step whose loss or any gradient is inf or NaN does:
     ``"raise"`` (:class:`NonFiniteError`; nothing is written), ``"skip"`` (nothing is
     written; ``step.skipped`` counts it) or ``"apply"``.
+
+    ``comm`` (an mpi4py communicator) makes the step data-parallel: every process calls it
+    with its own shard of the batch; the sums over the batch are reduced across the
+    processes before the means and the update, so every process applies the update of the
+    whole batch and keeps bit-identical parameters (rank 0's at the start). See
+    :mod:`symgrad.runtime.distributed`.
 
     ``passes`` switches compiler passes off (``{"simplify": False}``: the derivatives
     compiled as derived; ``"fuse"``, ``"blas"``, ``"optimize"``: ``codegen/passes.py``);
@@ -326,4 +362,4 @@ def compile_step(loss: Expr, optimizer: Any, params: Sequence[Expr] | None = Non
     >>> value = step(X=images, labels=digits)
     >>> step.optimizer.lr = 1e-4          # takes effect at the next call, no recompiling
     """
-    return Step(loss, optimizer, params, backend, fast_math, on_nonfinite, passes=passes)
+    return Step(loss, optimizer, params, backend, fast_math, on_nonfinite, comm, passes)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 import symgrad as sg
@@ -27,6 +28,21 @@ for _folder in ("expr", "diff"):
 F32, F64 = np.dtype("float32"), np.dtype("float64")
 # agreement of a compiled backend with the reference, per result dtype
 RTOL = {F32: 2e-6, F64: 1e-12}
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    """Every CUDA function of the module runs on the emulator (tests/cuda)."""
+    sys.path.insert(0, str(_TESTS / "cuda"))
+    from emulated_driver import EmulatedDriver, gxx_available
+
+    from symgrad.runtime import cuda_driver
+
+    if not gxx_available():
+        pytest.skip("the CUDA emulator needs g++ with -std=c++20")
+    cuda_driver.set_driver(EmulatedDriver())
+    yield
+    cuda_driver.set_driver(None)
 
 
 def ops_in(e: Expr | list) -> set[str]:

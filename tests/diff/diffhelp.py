@@ -323,4 +323,25 @@ OP_CASES: dict = {
     "scatter": lambda: (_scatter(x3**2, (slice(None), 1), (3, 2)) + _scatter(
         A23, (slice(1, 3), slice(None, None, -1)), (3, 3))[:, 1:], [x3, A23], {}),
     "bands": lambda: (_bands((x3, 0, 1), (y3 * x3, -1, 0), (p3, 1, 1)), [x3, y3, p3], {}),
+    "arctan": lambda: (sg.arctan(x3 * 2), [x3], {}),
+    "arcsin": lambda: (sg.arcsin(t3 * 0.9), [t3], {}),
+    "arccos": lambda: (sg.arccos(t3 * 0.9), [t3], {}),
+    "arctan2": lambda: (sg.arctan2(y3, x3) + sg.arctan2(A23, x3), [y3, x3, A23], {}),
+    "sinh": lambda: (sg.sinh(x3), [x3], {}),
+    "cosh": lambda: (sg.cosh(x3), [x3], {}),
+    "arcsinh": lambda: (sg.arcsinh(x3), [x3], {}),
+    "arctanh": lambda: (sg.arctanh(t3 * 0.9), [t3], {}),
+    "log2": lambda: (sg.log2(p3), [p3], {}),
+    "log10": lambda: (sg.log10(p3), [p3], {}),
+    "logaddexp": lambda: (sg.logaddexp(x3, A23), [x3, A23], {}),
+    "cbrt": lambda: (sg.cbrt(p3) + sg.cbrt(p3 - 3), [p3], {}),
+    # the rounding family: piecewise constant (a zero derivative), times x to see the rest
+    "floor": lambda: (sg.floor(x3 * 2) * x3, [x3], {}),
+    "ceil": lambda: (sg.ceil(x3 * 2) * x3, [x3], {}),
+    "rint": lambda: (sg.rint(x3 * 3) * x3, [x3], {}),
+    "round": lambda: (sg.round(x3, 1) * x3, [x3], {}),
+    "fmod": lambda: (sg.fmod(x3, p3 * 0.7), [x3, p3], {}),
+    "mod": lambda: (sg.mod(A23, p3 - 3), [A23, p3], {}),
+    # y3 is not differentiated by: its stop_gradient is fed back as a constant factor
+    "stop_gradient": lambda: (sg.stop_gradient(y3) * x3 + x3**2, [x3], {}),
 }

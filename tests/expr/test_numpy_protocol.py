@@ -148,8 +148,8 @@ def test_a_model_written_with_numpy_compiles_and_matches_numpy():
 # -- refusals --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, fragments", [
-    (lambda: np.arctan(x), ["np.arctan", "sg."]),
-    (lambda: np.logaddexp(x, x), ["np.logaddexp", "sg.logsumexp"]),
+    (lambda: np.hypot(x, x), ["np.hypot", "sg."]),
+    (lambda: np.exp2(x), ["np.exp2", "sg.exp"]),
     (lambda: np.stack([X, X]), ["np.stack", "sg.concat"]),
     (lambda: np.linalg.norm(x), ["np.linalg.norm", "sg."]),
     (lambda: np.cumsum(X), ["np.cumsum", "sg.sum"]),

@@ -196,6 +196,30 @@ CASES = {
                       F32),
     "scatter": _scatter_case,
     "bands": _bands_case,
+    # tests/expr/test_math_ops.py checks these further (special values, integers, backends)
+    "arctan": _unary_case(sg.arctan, lambda x: np.arcsin(x / np.sqrt(1 + x * x))),
+    "arcsin": _unary_case(sg.arcsin, lambda x: np.arctan2(x, np.sqrt(1 - x * x)), data=_V / 4),
+    "arccos": _unary_case(sg.arccos, lambda x: np.pi / 2 - np.arcsin(x), data=_V / 4),
+    "arctan2": lambda: (sg.arctan2(_v(), _p() - 1.5), {"v": _V, "p": _P},
+                        np.angle((_P - 1.5) + 1j * _V.astype(float)), F32),
+    "sinh": _unary_case(sg.sinh, lambda x: (np.exp(x) - np.exp(-x)) / 2),
+    "cosh": _unary_case(sg.cosh, lambda x: (np.exp(x) + np.exp(-x)) / 2),
+    "arcsinh": _unary_case(sg.arcsinh, lambda x: np.log(x + np.sqrt(x * x + 1))),
+    "arctanh": _unary_case(sg.arctanh, lambda x: 0.5 * np.log((1 + x) / (1 - x)), data=_V / 4),
+    "log2": _unary_case(sg.log2, lambda x: np.log(x) / np.log(2), data=_P),
+    "log10": _unary_case(sg.log10, lambda x: np.log(x) / np.log(10), data=_P),
+    "logaddexp": lambda: (sg.logaddexp(_v(), _p()), {"v": _V, "p": _P},
+                          np.log(np.exp(_V.astype(float)) + np.exp(_P)), F32),
+    "cbrt": _unary_case(sg.cbrt, lambda x: np.sign(x) * np.abs(x) ** (1 / 3)),
+    "floor": _unary_case(sg.floor, lambda x: x - np.mod(x, 1)),
+    "ceil": _unary_case(sg.ceil, lambda x: x + np.mod(-x, 1)),
+    "rint": _unary_case(sg.rint, lambda x: [-2.0, 0.0, 0.0, 1.0, 3.0]),  # halves to even
+    "round": _unary_case(lambda x: sg.round(x, 1), lambda x: [-2.5, -0.5, 0.0, 0.8, 3.0]),
+    "fmod": lambda: (sg.fmod(_v(), _p()), {"v": _V, "p": _P},
+                     _V - np.trunc(_V / _P) * _P, F32),
+    "mod": lambda: (sg.mod(_v(), _p() - 1.5), {"v": _V, "p": _P},
+                    _V - np.floor(_V / (_P - 1.5)) * (_P - 1.5), F32),
+    "stop_gradient": _unary_case(sg.stop_gradient, lambda x: x),
 }
 
 

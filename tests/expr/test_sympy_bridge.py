@@ -272,8 +272,8 @@ def test_from_sympy_missing_binding_of_an_indexed_vector():
 
 
 @pytest.mark.parametrize("fn, name", [
-    (sympy.gamma, "gamma"), (sympy.sinh, "sinh"), (sympy.atan, "atan"),
-    (sympy.floor, "floor"), (sympy.besselj, "besselj"),
+    (sympy.gamma, "gamma"), (sympy.cot, "cot"), (sympy.acot, "acot"),
+    (sympy.frac, "frac"), (sympy.besselj, "besselj"),
 ])
 def test_from_sympy_unsupported_function_is_named(fn, name):
     s = sympy.Symbol("s")
