@@ -107,12 +107,31 @@ def _missing_message(needed: Mapping[str, Expr], missing: list[str],
     return text
 
 
+def _check_exact_in_float(name: str, arr: np.ndarray, dtype: np.dtype) -> None:
+    """Integer or bool data fed to a float input is cast when it lies where ``dtype`` holds
+    every integer (|v| <= 2**24 for float32, 2**53 for float64); else a ValueError."""
+    if arr.dtype.kind == "b" or arr.size == 0:
+        return
+    exact = 2 ** (np.finfo(dtype).nmant + 1)
+    if arr.dtype.itemsize * 8 <= np.finfo(dtype).nmant:  # uint8 and int16 into float32
+        return
+    low, high = int(arr.min()), int(arr.max())
+    if -exact <= low and high <= exact:
+        return
+    raise ValueError(f"input {name!r}: integer values from {low} to {high}, beyond "
+                     f"+-2**{np.finfo(dtype).nmant + 1} where {dtype} no longer holds every "
+                     f"integer; cast them yourself if rounding is meant: a.astype(np.{dtype})")
+
+
 def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
         dict[str, np.ndarray], dict[str, int]]:
     """Check every feed against its input before anything runs.
 
     Returns the arrays (cast to the inputs' dtypes) and the sizes bound to symbolic
-    dimensions. Feeds the graph does not use are ignored (one data dict serves a loss, its
+    dimensions. One rule for lists and arrays: into a float input, float data is rounded to
+    its dtype and integer or bool data is cast when every value is exact in it; into an
+    integer input, integer data whose values fit; a bool input takes bools. Feeds the graph
+    does not use are ignored (one data dict serves a loss, its
     gradients and a Hessian that needs fewer inputs); a misspelt name shows as a missing
     input, whose message names the closest unused feed. Raises ``ValueError`` (missing
     name, wrong rank or size, a symbolic dimension bound twice) or ``TypeError`` (not an
@@ -133,13 +152,13 @@ def check_feeds(needed: Mapping[str, Expr], feeds: Mapping[str, Any]) -> tuple[
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"input {name!r}: expected a {want}, got {type(value).__name__} "
                             f"of dtype {arr.dtype}")
-        if node.dtype.kind == "f" and arr.dtype.kind not in "f":
-            if arr.dtype.kind == "b" or not isinstance(value, (list, tuple, int, float)):
-                raise TypeError(f"input {name!r}: expected a {want}, got an array of "
-                                f"{_KIND_NAMES[arr.dtype.kind]} dtype {arr.dtype}")
+        if node.dtype.kind == "f" and arr.dtype.kind in "iub":
+            _check_exact_in_float(name, arr, node.dtype)  # (lists and arrays alike)
         elif node.dtype.kind in "iu" and arr.dtype.kind not in "iu":
-            raise TypeError(f"input {name!r}: expected a {want}, got an array of "
-                            f"{_KIND_NAMES[arr.dtype.kind]} dtype {arr.dtype}")
+            raise TypeError(f"input {name!r}: expected a {want}, got "
+                            f"{'an array' if isinstance(value, np.ndarray) else 'data'} of "
+                            f"{_KIND_NAMES[arr.dtype.kind]} dtype {arr.dtype} (round it "
+                            f"first if that is meant: np.rint(a).astype(np.{node.dtype}))")
         elif node.dtype.kind == "b" and arr.dtype.kind != "b":
             raise TypeError(f"input {name!r}: expected a {want}, got dtype {arr.dtype}")
         if arr.ndim != len(node.shape):

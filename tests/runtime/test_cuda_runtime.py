@@ -323,7 +323,7 @@ def _bad_step_batches(good: dict) -> dict:
         "wrong_shape": {**good, "X": X[:, :-1]},
         "wrong_rank": {**good, "X": X[0]},
         "n_bound_twice": {**good, "labels": labels[:-1]},
-        "int_into_float": {**good, "X": X.astype(np.int32)},
+        "int_not_exact_in_float": {**good, "X": np.full(X.shape, 2**24 + 1, np.int32)},
         "float_into_int": {**good, "labels": labels.astype(np.float32)},
         "label_out_of_range": {**good, "labels": np.where(labels == 0, 4, labels)
                                .astype(np.int32)},

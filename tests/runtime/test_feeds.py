@@ -187,3 +187,31 @@ def test_params_of_lists_each_parameter_once_in_graph_order():
     assert step.params == sg.params_of(loss)  # what a step trains by default
     with pytest.raises(TypeError, match="expected a symgrad expression"):
         sg.params_of("loss")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "llvm"])
+def test_one_dtype_rule_for_lists_and_arrays(backend):
+    """Integer or bool data into a float input is cast when every value is an integer the
+    float dtype holds exactly (|v| <= 2**24 for float32), lists and arrays alike; beyond
+    that, and float data into an integer input, is refused naming the cast to write."""
+    x = sg.input("x")
+    f = sg.function(x * 2, backend=backend)
+    for data in ([3, 1], np.array([3, 1], np.uint8), np.array([3, 1], np.int64),
+                 np.array([3, 1], np.int32), [3.0, 1.0], np.array([3.0, 1.0])):
+        got = f(x=data)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, [6, 2])
+    np.testing.assert_array_equal(f(x=np.array([True, False])), [2, 0])
+    np.testing.assert_array_equal(f(x=[True, False]), [2, 0])
+    big = 2 ** 24 + 1  # the first integer float32 does not hold
+    for data in ([big, 1], np.array([big, 1], np.int32), np.array([-big], np.int64)):
+        with pytest.raises(ValueError, match=r"input 'x': integer values .* a\.astype\(np\."
+                                             r"float32\)"):
+            f(x=data)
+    f64 = sg.function(sg.input("z", dtype="float64") * 1, backend=backend)
+    assert f64(z=np.array([big], np.int64))[0] == big  # exact in float64
+    i = sg.input("i", dtype="int32")
+    g = sg.function(i * 2, backend=backend)
+    for data in ([1.5], np.array([2.0]), [2.0]):
+        with pytest.raises(TypeError, match=r"input 'i'.*np\.rint\(a\)\.astype\(np\.int32\)"):
+            g(i=data)

@@ -305,7 +305,8 @@ BAD_FEEDS = {
     "missing input": lambda b: {"X": b["X"]},
     "a typo": lambda b: {"X": b["X"], "label": b["labels"]},  # labels missing
     "float labels": lambda b: {**b, "labels": b["labels"].astype(np.float32)},
-    "int images": lambda b: {**b, "X": b["X"].astype(np.int32)},
+    "images beyond float32's integers": lambda b: {**b, "X": np.full(b["X"].shape, 2**25 + 1,
+                                                                       np.int32)},
     "wrong width": lambda b: {**b, "X": b["X"][:, :-1]},
     "wrong rank": lambda b: {**b, "X": b["X"].reshape(-1)},
     "batch sizes differ": lambda b: {**b, "labels": b["labels"][:-1]},
