@@ -280,10 +280,11 @@ BAD_FEEDS = [
      ["'labels'", "int32", "float32"]),
     ("bool-for-int", feeds(labels=np.array([True, False])), TypeError,
      ["'labels'", "int32", "bool"]),
-    ("int-for-float", feeds(x=np.array([1, 2])), TypeError, ["'x'", "float32", "int64"]),
-    ("int32-for-float", feeds(X=np.ones((2, 3), np.int32)), TypeError,
-     ["'X'", "float32", "int32"]),
-    ("bool-for-float", feeds(x=np.array([True, False])), TypeError, ["'x'", "float32", "bool"]),
+    # integer data into a float input is cast while every value is an integer float32 holds
+    ("int-not-exact-in-float", feeds(x=np.array([1, 2**24 + 1])), ValueError,
+     ["'x'", "float32", "16777217", "a.astype(np.float32)"]),
+    ("int32-not-exact-in-float", feeds(X=np.full((2, 3), -2**30, np.int32)), ValueError,
+     ["'X'", "float32", "-1073741824"]),
     ("int-too-big", feeds(labels=np.array([1, 2**40])), ValueError, ["'labels'", "int32"]),
 ]
 
