@@ -400,6 +400,8 @@ class _KernelPrinter:
         v = self.expr(s.value)
         if s.kind == "sum":
             return [f"{pad}{s.name} += {v};"]
+        if s.kind == "prod":
+            return [f"{pad}{s.name} *= {v};"]
         if s.kind in ("max", "min"):
             fn = "sg_maximum" if s.kind == "max" else "sg_minimum"
             t = self._acc_type(s)

@@ -8,6 +8,8 @@ sources by comparing indices. Each returns loop IR; nothing is stored.
 from __future__ import annotations
 
 from symgrad.codegen import loopir as L
+from symgrad.codegen.gather import gather_source, index_position
+from symgrad.codegen.schedule import LEAVES, per_sample
 from symgrad.expr.node import Expr
 
 
@@ -53,6 +55,21 @@ class IndexMaps:
         if cond is None:
             return value
         return L.Select(cond, value, L.Const(0, n.dtype), n.dtype)
+
+    def _gather(self, n: Expr, idx: tuple) -> L.Expr:
+        """take / take_along_axis: the source read where the index buffer points."""
+        a, ids = n.srcs
+        batch = self.plan.batch
+        if (batch is not None and a.shape[n.arg[0]] == batch and a.op not in LEAVES
+                and per_sample(n, batch) and per_sample(a, batch)):
+            # the schedule keeps a pass's samples apart: another sample of a value computed
+            # in the same pass is not there to read
+            raise NotImplementedError(
+                f"the compiled backends cannot yet gather along the batch axis {batch!r} of "
+                f"a computed value ({n.op.name} of {a.op.name} {a.shape}); gather the "
+                "input first, or use backend='numpy'")
+        label = self.expr(ids, index_position(n, idx))
+        return self.expr(a, gather_source(n, idx, label))
 
     def _concat(self, n: Expr, idx: tuple) -> L.Expr:
         axis = n.arg

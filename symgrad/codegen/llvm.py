@@ -407,6 +407,8 @@ class KernelBuilder:
         flags = REASSOC if reduction else ()
         if s.kind == "sum":
             new = b.fadd(old, x, flags=flags) if is_float(t) else b.add(old, x)
+        elif s.kind == "prod":
+            new = b.fmul(old, x, flags=flags) if is_float(t) else b.mul(old, x)
         elif s.kind in ("max", "min"):
             new = _extreme(s.kind == "max")(b, [x, old], t, None)
         else:  # argmax: the first largest; the first NaN wins, as in NumPy

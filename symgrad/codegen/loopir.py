@@ -301,7 +301,8 @@ def _fmt_block(body: list, depth: int) -> list[str]:
         elif isinstance(s, AccInit):
             out.append(f"{pad}{s.name} = {fmt_expr(s.init)}  # {s.kind} accumulator")
         elif isinstance(s, Acc):
-            sym = {"sum": "+=", "max": "max=", "min": "min=", "argmax": "argmax="}[s.kind]
+            sym = {"sum": "+=", "prod": "*=", "max": "max=", "min": "min=",
+                   "argmax": "argmax="}[s.kind]
             out.append(f"{pad}{s.name} {sym} {fmt_expr(s.value)}")
         elif isinstance(s, Alloc):
             out.append(f"{pad}{s.buf} = scratch {s.dtype}[{fmt_expr(s.size)}]")

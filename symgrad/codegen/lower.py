@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from symgrad.codegen import fusion, reductions, tiles
+from symgrad.codegen import fusion, gather, reductions, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
@@ -33,14 +33,17 @@ from symgrad.expr import ops_tensor as T
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import ELEMENTWISE, Expr
 from symgrad.expr.ops_band import BANDS
+from symgrad.expr.ops_gather import GATHER_OPS
 from symgrad.expr.ops_index import INDEX, SCATTER
+from symgrad.expr.ops_reduce import PROD
 from symgrad.expr.shapes import fmt
 
 # Operators the lowering handles itself (loop nests or index maps); every other operator is
 # elementwise and spelled by each backend's own table (``LLVM_OPS``, ...).
 LOWERED_OPS = (INPUT, PARAM, CONST, SIZE, T.SUM, T.MEAN, T.MAX, T.MIN, T.ARGMAX,
                T.LOGSUMEXP, T.SOFTMAX, T.LOG_SOFTMAX, T.MATMUL, T.RESHAPE, T.TRANSPOSE,
-               T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS)
+               T.BROADCAST_TO, T.CONCAT, T.ONE_HOT, INDEX, SCATTER, BANDS, PROD,
+               *GATHER_OPS)
 
 
 # Names the lowering writes itself (loop indices, chunk and block bounds): a model's input
@@ -79,7 +82,7 @@ def lower(outputs: list[Expr], target: str = "cpu",
         raise ValueError(f"lowering target must be one of {TARGETS}, got {target!r}")
     compilation = compilation or Compilation()
     with compilation.timed("schedule"):
-        work = decompose(list(outputs))
+        work = decompose(gather.expand_scatters(list(outputs)))  # scatter-adds: sums
         plan = schedule(work)
     with compilation.timed("lower"):
         return _Lowerer(plan, work, target, compilation).program()
@@ -329,7 +332,7 @@ class _Lowerer(TilePass, IndexMaps):
     def _value(self, n: Expr, idx: tuple, body: list) -> L.Expr:
         """Statements computing ``n`` at ``idx`` go to ``body``; returns its value."""
         op = n.op
-        if op in (T.SUM, T.MEAN, T.MAX, T.MIN, T.LOGSUMEXP, T.ARGMAX):
+        if op in (T.SUM, T.MEAN, T.MAX, T.MIN, T.LOGSUMEXP, T.ARGMAX, PROD):
             return self._reduce(n, idx, body)
         if op is T.MATMUL:
             return self._matmul(n, idx, body)
@@ -379,16 +382,16 @@ class _Lowerer(TilePass, IndexMaps):
             return L.Op("add", (L.Op("log", (total,), x.dtype),
                                 L.Local(sh, x.dtype)), x.dtype)
         kind = {T.SUM: "sum", T.MEAN: "sum", T.MAX: "max", T.MIN: "min",
-                T.ARGMAX: "argmax"}[n.op]
+                T.ARGMAX: "argmax", PROD: "prod"}[n.op]
         # each dtype's own identity: bools start from False (True for a min), integers
         # from their extremes (an infinity cast to int32 is INT32_MIN, to bool True)
-        init = {"sum": 0, "max": -np.inf, "min": np.inf, "argmax": -np.inf}[kind]
-        if dt.kind == "b" and kind != "sum":
+        init = {"sum": 0, "prod": 1, "max": -np.inf, "min": np.inf, "argmax": -np.inf}[kind]
+        if dt.kind == "b" and kind not in ("sum", "prod"):
             init = kind == "min"
-        elif dt.kind in "iu" and kind != "sum":
+        elif dt.kind in "iu" and kind not in ("sum", "prod"):
             info = np.iinfo(dt)
             init = info.max if kind == "min" else info.min
-        if dt.kind == "b" and kind == "sum":
+        if dt.kind == "b" and kind in ("sum", "prod"):
             dt = np.dtype("int32")
         if kind == "sum" and dt == np.float32 and any(isinstance(x.shape[a], str)
                                                       for a in axes):
@@ -575,6 +578,8 @@ class _Lowerer(TilePass, IndexMaps):
             return L.Select(hit, L.Const(1, n.dtype), L.Const(0, n.dtype), n.dtype)
         if op is BANDS:
             return self._bands(n, idx)
+        if op in gather.GATHERS:
+            return self._gather(n, idx)
         raise NotImplementedError(f"llvm backend: cannot inline operator {op.name!r} "
                                   f"({n.dtype} {fmt(n.shape)})")
 

@@ -7,17 +7,20 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("sum", "max", "min")
-COMBINE = {"sum": "add", "max": "maximum", "min": "minimum"}  # the operator joining two
+KINDS = ("sum", "prod", "max", "min")
+# the operator joining two (prod reduces feature axes only, so no batch partial joins it yet)
+COMBINE = {"sum": "add", "prod": "multiply", "max": "maximum", "min": "minimum"}
 
 
 def identity(kind: str, dtype: np.dtype) -> Any:
-    """The value a ``sum``/``max``/``min`` of ``dtype`` starts from: 0, the dtype's lowest or
-    highest value (False/True for bools), or -inf/inf (an infinity cast to int32 would be
-    INT32_MIN, and a min would start from it)."""
+    """The value a ``sum``/``prod``/``max``/``min`` of ``dtype`` starts from: 0, 1, the
+    dtype's lowest or highest value (False/True for bools), or -inf/inf (an infinity cast
+    to int32 would be INT32_MIN, and a min would start from it)."""
     dtype = np.dtype(dtype)
     if kind == "sum":
         return 0
+    if kind == "prod":
+        return 1
     if dtype.kind == "b":
         return kind == "min"
     if dtype.kind in "iu":

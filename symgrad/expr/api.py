@@ -4,3 +4,4 @@ from symgrad.expr.functions import *  # noqa: F403
 from symgrad.expr.functions import Operand  # noqa: F401
 from symgrad.expr.losses import *  # noqa: F403
 from symgrad.expr.tensors import *  # noqa: F403
+from symgrad.expr.tensors_reduce import *  # noqa: F403

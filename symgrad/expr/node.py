@@ -245,6 +245,43 @@ class Expr:
     def astype(self, dtype) -> Expr:
         return F.cast(self, dtype)
 
+    # NumPy's shape conveniences (symgrad/expr/shape_vocabulary.py)
+    @property
+    def size(self) -> int:
+        """The number of elements (an int; ``TypeError`` naming a symbolic dimension)."""
+        return _vocabulary().size_of_expr(self)
+
+    def __len__(self) -> int:
+        return _vocabulary().len_of_expr(self)
+
+    def __array__(self, dtype=None, copy=None):
+        # With __len__ NumPy would take a node for a sequence (and fail to iterate it):
+        # say instead why a node is no array, wherever one is converted (lists, feeds)
+        raise TypeError(f"a symgrad expression ({self.op.name} of shape {fmt(self.shape)}) "
+                        f"has no NumPy value until it is computed: use sg.evaluate(expr, "
+                        f"**feeds) or a compiled sg.function")
+
+    def squeeze(self, axis=None) -> Expr:
+        return _vocabulary().squeeze(self, axis)
+
+    def ravel(self) -> Expr:
+        return _vocabulary().ravel(self)
+
+    def flatten(self) -> Expr:
+        return _vocabulary().flatten(self)
+
+    def diagonal(self, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Expr:
+        return _vocabulary().diagonal(self, offset, axis1, axis2)
+
+    def trace(self, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype=None) -> Expr:
+        return _vocabulary().trace(self, offset, axis1, axis2, dtype)
+
+
+def _vocabulary() -> Any:
+    from symgrad.expr import shape_vocabulary  # it imports this module
+
+    return shape_vocabulary
+
 
 def _is_param(node: Expr) -> bool:
     from symgrad.expr.leaves import PARAM  # leaves imports this module

@@ -18,10 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from symgrad.expr import einsum_lowering as ES
 from symgrad.expr import functions as F
+from symgrad.expr import shape_vocabulary as V
 from symgrad.expr import tensors as T
+from symgrad.expr import tensors_reduce as R
 from symgrad.expr.node import Expr
 from symgrad.expr.ops_math import ALL_ELEMENTWISE_OPS
+from symgrad.expr.shapes import fmt, normalize_axes
 
 # NumPy's "argument not given" marker (``np._NoValue``): a keyword left at it was not given.
 _NOVALUE = getattr(np, "_NoValue", object())
@@ -36,9 +40,7 @@ def _np_name(f: Any) -> str:
 
 
 # NumPy names whose counterpart difflib would not find by spelling
-_COUNTERPARTS = {"stack": "concat", "hstack": "concat", "vstack": "concat",
-                 "expand_dims": "reshape", "squeeze": "reshape", "ravel": "reshape",
-                 "einsum": "matmul", "tensordot": "matmul", "inner": "dot"}
+_COUNTERPARTS = {"hstack": "concat", "vstack": "concat", "inner": "dot"}
 
 
 def nearest_symgrad_name(name: str) -> str:
@@ -103,6 +105,7 @@ UFUNCS: dict[np.ufunc, Callable[..., Expr]] = {
 # ufunc.reduce -> the symgrad reduction (NumPy's default axis for reduce is 0)
 UFUNC_REDUCES: dict[np.ufunc, Callable[..., Expr]] = {
     np.add: T.sum,
+    np.multiply: R.prod,
     np.maximum: T.max,
     np.minimum: T.min,
 }
@@ -158,14 +161,21 @@ def _ufunc_reduce(ufunc: np.ufunc, fname: str, inputs: tuple, dtype: Any,
 
 # -- NumPy functions (np.sum, np.reshape, ...): adapters with NumPy's signatures ---------------
 
-def _sum(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, initial=_NOVALUE,
-         where=_NOVALUE):
-    _no_out("np.sum", out)
-    _no_where("np.sum", where, "use np.sum(np.where(mask, x, 0)) instead")
-    if initial is not _NOVALUE:
-        raise _refuse("np.sum", "initial", "add the initial value to the result instead")
-    a = a if dtype is None else F.cast(a, dtype)
-    return T.sum(a, axis, _given(keepdims, False))
+def _sum_like(name: str, reduce: Callable[..., Expr], unit: int,
+              initial_hint: str) -> Callable[..., Expr]:
+    """np.sum / np.prod: ``dtype`` and ``keepdims`` honoured; ``where=``, ``initial=`` not."""
+    def f(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, initial=_NOVALUE,
+          where=_NOVALUE):
+        _no_out(name, out)
+        _no_where(name, where, f"use {name}(np.where(mask, x, {unit})) instead")
+        if initial is not _NOVALUE:
+            raise _refuse(name, "initial", initial_hint)
+        a = a if dtype is None else F.cast(a, dtype)
+        return reduce(a, axis, _given(keepdims, False))
+    return f
+
+
+_sum = _sum_like("np.sum", T.sum, 0, "add the initial value to the result instead")
 
 
 def _mean(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, *, where=_NOVALUE):
@@ -173,6 +183,31 @@ def _mean(a, axis=None, dtype=None, out=None, keepdims=_NOVALUE, *, where=_NOVAL
     _no_where("np.mean", where, "divide a masked np.sum by the mask's count instead")
     a = a if dtype is None else F.cast(a, dtype)
     return T.mean(a, axis, _given(keepdims, False))
+
+
+def _spread(name: str, build: Callable[..., Expr]) -> Callable[..., Expr]:
+    """np.var / np.std: ``ddof`` and ``keepdims`` honoured, ``mean=``/``correction=`` not."""
+    def f(a, axis=None, dtype=None, out=None, ddof=0, keepdims=_NOVALUE, *,
+          where=_NOVALUE, mean=_NOVALUE, correction=_NOVALUE):
+        _no_out(name, out)
+        _no_where(name, where, "select the samples first")
+        if mean is not _NOVALUE or correction is not _NOVALUE:
+            raise _refuse(name, "mean" if mean is not _NOVALUE else "correction",
+                          "not supported; use ddof=")
+        a = a if dtype is None else F.cast(a, dtype)
+        return build(a, axis, ddof, _given(keepdims, False))
+    return f
+
+
+def _scan(name: str, build: Callable[..., Expr]) -> Callable[..., Expr]:
+    def f(a, axis=None, dtype=None, out=None):
+        _no_out(name, out)
+        return build(a if dtype is None else F.cast(a, dtype), axis)
+    return f
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
+    return R.norm(x, ord, axis, keepdims)
 
 
 def _extremum(name: str, reduce: Callable[..., Expr]) -> Callable[..., Expr]:
@@ -251,6 +286,58 @@ def _ndim(a):
     return F.as_expr(a).ndim
 
 
+# np.einsum, np.stack, np.squeeze, ...: NumPy's signatures onto shape_vocabulary / einsum
+
+def _einsum(subscripts, *operands, out=None, optimize=False, dtype=None, order="K",
+            casting="safe"):
+    _no_out("np.einsum", out)  # ``optimize`` only orders the contractions: the same values
+    if order not in ("K", "C", "A"):
+        raise _refuse("np.einsum", "order", f"only row-major results exist, got {order!r}")
+    return ES.einsum(subscripts, *(operands if dtype is None else _cast_all(operands, dtype)))
+
+
+def _outer(a, b, out=None):
+    _no_out("np.outer", out)
+    return V.outer(a, b)
+
+
+def _stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _no_out("np.stack", out)
+    arrays = list(arrays)
+    return V.stack(arrays if dtype is None else list(_cast_all(tuple(arrays), dtype)), axis)
+
+
+def _ravel(a, order="C"):
+    if order not in ("C", "K", "A"):
+        raise _refuse("np.ravel", "order", f"only row-major order 'C' is supported, got "
+                      f"{order!r}")
+    return V.ravel(a)
+
+
+def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _no_out("np.trace", out)
+    return V.trace(a, offset, axis1, axis2, dtype)
+
+
+def _pad(array, pad_width, mode="constant", **kwargs):
+    values = kwargs.pop("constant_values", 0)
+    if kwargs:
+        raise _refuse("np.pad", next(iter(kwargs)), "only mode='constant' with "
+                      "constant_values is supported")
+    return V.pad(array, pad_width, mode, values)
+
+
+def _size(a, axis=None):
+    a = F.as_expr(a)
+    if axis is None:
+        return V.size_of_expr(a)
+    d = a.shape[normalize_axes(axis, a.ndim, "np.size: axis")[0]]
+    if isinstance(d, str):
+        raise TypeError(f"np.size: axis {axis} of shape {fmt(a.shape)} has the symbolic "
+                        f"length {d}, bound only when the graph is fed")
+    return d
+
+
 # NumPy function -> adapter, one entry per function (np.amax and np.max are distinct objects)
 FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.sum: _sum,
@@ -260,6 +347,13 @@ FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.min: _extremum("np.min", T.min),
     np.amin: _extremum("np.amin", T.min),
     np.argmax: _argmax,
+    np.prod: _sum_like("np.prod", R.prod, 1, "multiply the result by the initial value "
+                       "instead"),
+    np.var: _spread("np.var", R.var),
+    np.std: _spread("np.std", R.std),
+    np.cumsum: _scan("np.cumsum", R.cumsum),
+    np.cumprod: _scan("np.cumprod", R.cumprod),
+    np.linalg.norm: _norm,
     np.dot: _dot,
     np.transpose: _transpose,
     np.reshape: _reshape,
@@ -269,6 +363,20 @@ FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.broadcast_to: _broadcast_to,
     np.shape: _shape,
     np.ndim: _ndim,
+    np.einsum: _einsum,
+    np.tensordot: lambda a, b, axes=2: ES.tensordot(a, b, axes),
+    np.outer: _outer,
+    np.stack: _stack,
+    np.split: lambda ary, indices_or_sections, axis=0: V.split(ary, indices_or_sections, axis),
+    np.squeeze: lambda a, axis=None: V.squeeze(a, axis),
+    np.expand_dims: lambda a, axis: V.expand_dims(a, axis),
+    np.ravel: _ravel,
+    np.diagonal: lambda a, offset=0, axis1=0, axis2=1: V.diagonal(a, offset, axis1, axis2),
+    np.trace: _trace,
+    np.tril: lambda m, k=0: V.tril(m, k),
+    np.triu: lambda m, k=0: V.triu(m, k),
+    np.pad: _pad,
+    np.size: _size,
 }
 
 

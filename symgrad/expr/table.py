@@ -8,12 +8,15 @@ from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
 from symgrad.expr.node import Expr, OpDef, toposort
 from symgrad.expr.ops_band import BAND_OPS
 from symgrad.expr.ops_elementwise import ELEMENTWISE_OPS
+from symgrad.expr.ops_gather import GATHER_OPS
 from symgrad.expr.ops_index import INDEX_OPS
 from symgrad.expr.ops_math import MATH_OPS
+from symgrad.expr.ops_reduce import REDUCE_OPS
 from symgrad.expr.ops_tensor import TENSOR_OPS
 
 ALL_OPS: tuple[OpDef, ...] = (INPUT, PARAM, CONST, SIZE, *ELEMENTWISE_OPS, *MATH_OPS, *TENSOR_OPS,
-                              *INDEX_OPS, *BAND_OPS)
+                              *INDEX_OPS, *BAND_OPS, *REDUCE_OPS,
+                              *GATHER_OPS)
 OPS_BY_NAME: dict[str, OpDef] = {op.name: op for op in ALL_OPS}
 
 

@@ -7,6 +7,7 @@ from typing import Sequence
 from symgrad.expr import ops_tensor as T
 from symgrad.expr.dtypes import INT32, as_dtype, promote
 from symgrad.expr.functions import Operand, as_expr, cast, multiply
+from symgrad.expr.gather import integer_index, take, take_along_axis  # noqa: F401
 from symgrad.expr.node import Expr, OpDef
 from symgrad.expr.ops_index import INDEX, normalize_key
 from symgrad.expr.shapes import ShapeError, as_shape, broadcast, fmt, normalize_axes, reshaped
@@ -14,6 +15,7 @@ from symgrad.expr.shapes import ShapeError, as_shape, broadcast, fmt, normalize_
 __all__ = [
     "sum", "mean", "max", "min", "argmax", "logsumexp", "softmax", "log_softmax", "matmul",
     "dot", "transpose", "reshape", "broadcast_to", "index", "concat", "one_hot",
+    "take", "take_along_axis",
 ]
 
 
@@ -150,9 +152,13 @@ def broadcast_to(x: Operand, shape: object) -> Expr:
 def index(x: Operand, key: object) -> Expr:
     """Basic indexing and slicing: ``x[1:]``, ``x[:, 0]``, ``x[::-1]``, ``x[..., None]``."""
     x = as_expr(x)
-    if isinstance(key, Expr) or (isinstance(key, tuple) and
-                                 any(isinstance(k, (Expr, list)) for k in key)):
-        raise TypeError("indexing with arrays is not supported; use sg.one_hot or slices")
+    gathered = integer_index(x, key)  # x[ids], x[:, ids]: a take
+    if gathered is not None:
+        return gathered
+    if isinstance(key, tuple) and any(isinstance(k, list) for k in key) or \
+            isinstance(key, list):
+        raise TypeError("indexing with lists is not supported; index with an int32 node "
+                        "(x[ids], sg.take) or slices")
     norm = normalize_key(x.shape, key)
     if all(e[0] == "all" or (e[0] == "slice" and e[1:] == (0, d, 1))
            for e, d in zip(norm, x.shape)) and len(norm) == x.ndim:

@@ -30,9 +30,10 @@ from symgrad.expr.evaluate import (
     run_graph,
     symbolic_dims,
 )
-from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
+from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE, size
 from symgrad.expr.node import Expr, toposort
 from symgrad.expr.ops_elementwise import POW
+from symgrad.expr.ops_gather import GATHER_OPS
 from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.shapes import size_of
 from symgrad.runtime.signals import deferred_signals
@@ -93,7 +94,8 @@ class CompiledFunction:
         if backend_args.get("on_device"):
             raise ValueError("this graph needs a check the NumPy reference makes while it "
                              "runs (an index past a symbolic axis, a max over no samples, "
-                             "one_hot labels out of range); feed host arrays for it")
+                             "one_hot labels or gathered indices out of range); feed host "
+                             "arrays for it")
         results = distinct_arrays(run_graph(self.outputs, arrays, sizes))
         return commit_on_host(results, commit if gate is None or gate(results) else None)
 
@@ -174,6 +176,22 @@ def _labels_outside(n: Expr) -> Expr | None:
     return tensors.sum(outside)
 
 
+def _gather_span(n: Expr) -> tuple[Expr, int | str]:
+    """A gather's or scatter-add's indices and the length of the axis they index."""
+    axis = n.arg[0]
+    return n.srcs[1], (n.arg[2] if len(n.arg) > 2 else n.srcs[0].shape)[axis]
+
+
+def _indices_outside(n: Expr) -> Expr | None:
+    """take / take_along_axis (and their scatter-adds) of computed indices: how many lie
+    outside [-size, size) (NumPy raises IndexError; the kernels clamp and go on)."""
+    ids, dim = _gather_span(n)
+    if ids.op is INPUT:
+        return None  # checked on the feed itself (``_size_guards``)
+    k = dim if isinstance(dim, int) else size((dim,), "int32")
+    return tensors.sum(F.where(ids < -k, 1, F.where(ids >= k, 1, 0)))
+
+
 def _negative_int_exponent(n: Expr) -> Expr | None:
     """An integer power with a computed exponent: how many exponents are negative (NumPy
     raises for those; machine code would return garbage)."""
@@ -188,6 +206,7 @@ def _negative_int_exponent(n: Expr) -> Expr | None:
 VALUE_CHECKS: dict[Any, Callable[[Expr], Expr | None]] = {
     T.ONE_HOT: _labels_outside,
     POW: _negative_int_exponent,
+    **{op: _indices_outside for op in GATHER_OPS},
 }
 
 
@@ -205,7 +224,7 @@ def value_checks(outputs: list[Expr]) -> list[Expr]:
 def _size_guards(outputs: list) -> list[tuple]:
     """What the NumPy reference checks while it runs and compiled code does not: an int index
     on a symbolic axis (``x[-1]``), a max/min/argmax over axes with a symbolic length, and
-    the range of one_hot labels fed as an input."""
+    the range of one_hot labels and of gathered indices fed as an input."""
     guards: list[tuple] = []
     for n in toposort(list(outputs)):
         if n.op is INDEX or n.op is SCATTER:
@@ -229,6 +248,9 @@ def _size_guards(outputs: list) -> list[tuple]:
             unsigned = np.dtype(f"u{labels.dtype.itemsize}") if labels.dtype.kind == "i" \
                 and 0 <= n.arg[0] <= np.iinfo(labels.dtype).max else None
             guards.append(("labels", labels.name, n.arg[0], unsigned))
+        elif n.op in GATHER_OPS and n.srcs[1].op is INPUT:
+            ids, dim = _gather_span(n)
+            guards.append(("indices", ids.name, dim))
     return guards
 
 
@@ -245,6 +267,10 @@ def _fails(guard: tuple, sizes: dict, arrays: dict) -> bool:
             if unsigned is not None:
                 return bool(labels.view(unsigned).max() >= k)
         return bool(labels.min() < 0 or labels.max() >= k)
+    if guard[0] == "indices":  # NumPy's range: [-size, size)
+        _, name, dim = guard
+        ids, k = arrays[name], size_of((dim,), sizes)
+        return bool(ids.size) and bool(ids.min() < -k or ids.max() >= k)
     if guard[0] == "index":
         _, k, dim = guard
         return not -sizes[dim] <= k < sizes[dim]

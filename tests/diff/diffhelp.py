@@ -254,6 +254,16 @@ def _bands(*bands) -> Expr:
     return band_matrix((3, 3), list(bands))
 
 
+def _ints(values) -> Expr:
+    return sg.const(np.array(values, np.int32))
+
+
+def _gather_adjoint(which: str, g: Expr, ids: Expr, axis: int, shape: tuple) -> Expr:
+    from symgrad.expr import ops_gather as G
+    op = G.SCATTER_ADD if which == "take" else G.SCATTER_ALONG
+    return Expr(op, (g, ids), (axis, "the indices", shape))
+
+
 OP_CASES: dict = {
     "add": lambda: (x3 + A23, [x3, A23], {}),
     "subtract": lambda: (A23 - x3, [x3, A23], {}),
@@ -298,6 +308,12 @@ OP_CASES: dict = {
                      + sg.mean(x3), [D223, A23, x3], {}),
     "max": lambda: (sg.max(A23, axis=1, keepdims=True) * sg.max(x3), [A23, x3], {}),
     "min": lambda: (sg.min(D223, axis=(0, 1)) + sg.min(A23), [D223, A23], {}),
+    "prod": lambda: (sg.prod(D223, axis=(0, 2), keepdims=True) * sg.prod(A23 * x3, axis=1)
+                     [:, None] + sg.prod(x3), [D223, A23, x3], {}),
+    # std and the 2-norm end in safe_sqrt (with var and the scans beside them)
+    "safe_sqrt": lambda: (sg.std(D223, axis=1, ddof=1) + sg.norm(A23, axis=0)
+                          + sg.var(A23, axis=1, keepdims=True) + sg.cumsum(A23, axis=1)
+                          * sg.cumprod(x3), [D223, A23, x3], {}),
     "argmax": lambda: (sg.sum(sg.one_hot(sg.argmax(A23, axis=1), 3, "float64") * A23,
                               axis=1), [A23], {}),
     "logsumexp": lambda: (sg.logsumexp(D223, axis=(1, 2))[:, None] + sg.logsumexp(
@@ -320,6 +336,19 @@ OP_CASES: dict = {
     "index": lambda: (sg.concat([sg.reshape(D223[1, :, ::-2], (-1,)), A23[:, 0], x3[1:],
                                  sg.reshape(A23[None, ..., -1], (-1,))]), [D223, A23, x3],
                       {}),
+    # repeated and negative indices; fed (lab2) and computed (argmax) ones
+    "take": lambda: (sg.concat([sg.reshape(sg.take(A23, _ints([2, 0, 2, -1]), axis=1), (-1,)),
+                                sg.take(x3, lab2) ** 2, sg.take(D223, _ints([[1], [-2]]),
+                                                                axis=-1).reshape(-1)]),
+                     [A23, x3, D223], {}),
+    "take_along_axis": lambda: (sg.concat([
+        sg.take_along_axis(D223, _ints([[[0, 1, -1], [1, 1, 0]]]), 1).reshape(-1),
+        sg.take_along_axis(A23, sg.argmax(A23, axis=1, keepdims=True), 1).reshape(-1) ** 2]),
+        [D223, A23], {}),
+    "scatter_add": lambda: (_gather_adjoint("take", x3**2, _ints([1, 1, -2]), 0, (2,)),
+                            [x3], {}),
+    "scatter_along_axis": lambda: (_gather_adjoint(
+        "along", sg.sin(A23), _ints([[0, 3, 3], [-1, 1, 0]]), 1, (2, 4)), [A23], {}),
     "scatter": lambda: (_scatter(x3**2, (slice(None), 1), (3, 2)) + _scatter(
         A23, (slice(1, 3), slice(None, None, -1)), (3, 3))[:, 1:], [x3, A23], {}),
     "bands": lambda: (_bands((x3, 0, 1), (y3 * x3, -1, 0), (p3, 1, 1)), [x3, y3, p3], {}),

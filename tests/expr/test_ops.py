@@ -124,6 +124,42 @@ def _bands_case():
     return e, {"ba": av, "bb": bv}, want, F32
 
 
+def _ids(name: str, values: list) -> tuple:
+    v = np.array(values, np.int32)
+    return sg.input(name, shape=v.shape, dtype="int32"), v
+
+
+def _take_case():  # columns 2, 0, 2 and the last (-1 wraps once)
+    ids, v = _ids("ti", [2, 0, 2, -1])
+    want = np.stack([_M[:, 2], _M[:, 0], _M[:, 2], _M[:, 3]], axis=1)
+    return sg.take(_m(), ids, axis=1), {"m": _M, "ti": v}, want, F32
+
+
+def _take_along_case():
+    ids, v = _ids("ta", [[1], [3], [-4]])
+    want = [[_M[0, 1]], [_M[1, 3]], [_M[2, 0]]]
+    return sg.take_along_axis(_m(), ids, 1), {"m": _M, "ta": v}, want, F32
+
+
+def _scatter_add_case():  # repeated index 2: its two values add up
+    from symgrad.expr.ops_gather import SCATTER_ADD
+
+    ids, v = _ids("si", [2, 0, 2])
+    g = sg.input("g", shape=(3,))
+    e = Expr(SCATTER_ADD, (g, ids), (0, "si", (3,)))
+    return e, {"g": np.array([5.0, 7.0, 1.0], np.float32), "si": v}, [7.0, 0.0, 6.0], F32
+
+
+def _scatter_along_case():
+    from symgrad.expr.ops_gather import SCATTER_ALONG
+
+    ids, v = _ids("sa", [[0, 0], [2, 1]])
+    g = sg.input("g2", shape=(2, 2))
+    e = Expr(SCATTER_ALONG, (g, ids), (1, "sa", (2, 3)))
+    feeds = {"g2": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), "sa": v}
+    return e, feeds, [[3.0, 0.0, 0.0], [0.0, 4.0, 3.0]], F32
+
+
 def _param_case():
     w = sg.param("w", init=np.array([1.0, -2.0, 3.0, 0.5, 2.0], np.float32))
     return w * _v(), {"v": _V}, np.array([1.0, -2.0, 3.0, 0.5, 2.0]) * _V, F32
@@ -176,6 +212,12 @@ CASES = {
     "mean": lambda: (sg.mean(_m(), axis=1), {"m": _M}, _M.astype(float).sum(1) / 4, F32),
     "max": lambda: (sg.max(_m(), axis=1), {"m": _M}, _M[:, -1], F32),
     "min": lambda: (sg.min(_m()), {"m": _M}, _M[0, 0], F32),
+    "prod": lambda: (sg.prod(_m(), axis=1), {"m": _M},
+                     _M[:, 0].astype(float) * _M[:, 1] * _M[:, 2] * _M[:, 3], F32),
+    # std ends in safe_sqrt: sqrt(sum((v - v.mean())**2)/5)
+    "safe_sqrt": lambda: (sg.std(_v()), {"v": _V},
+                          (((_V.astype(float) - _V.astype(float).sum() / 5) ** 2).sum() / 5)
+                          ** 0.5, F32),
     "argmax": lambda: (sg.argmax(_v()), {"v": _V}, 4, I32),
     "logsumexp": lambda: (sg.logsumexp(_v()), {"v": _V},
                           np.log(np.exp(_V.astype(float)).sum()), F32),
@@ -196,6 +238,10 @@ CASES = {
                       F32),
     "scatter": _scatter_case,
     "bands": _bands_case,
+    "take": _take_case,
+    "take_along_axis": _take_along_case,
+    "scatter_add": _scatter_add_case,
+    "scatter_along_axis": _scatter_along_case,
     # tests/expr/test_math_ops.py checks these further (special values, integers, backends)
     "arctan": _unary_case(sg.arctan, lambda x: np.arcsin(x / np.sqrt(1 + x * x))),
     "arcsin": _unary_case(sg.arcsin, lambda x: np.arctan2(x, np.sqrt(1 - x * x)), data=_V / 4),
@@ -579,6 +625,10 @@ REDUCTIONS = {
     "min": (sg.min, lambda x, a, k: -np.maximum.reduce(-x, axis=a, keepdims=k),
             {F32: F32, F64: F64, I32: I32}),
     "logsumexp": (sg.logsumexp, _lse64, {F32: F32, F64: F64, I32: F64}),
+    "var": (sg.var, lambda x, a, k: np.var(x, axis=a, keepdims=k),
+            {F32: F32, F64: F64, I32: F64}),
+    "std": (sg.std, lambda x, a, k: np.var(x, axis=a, keepdims=k) ** 0.5,
+            {F32: F32, F64: F64, I32: F64}),
 }
 
 
@@ -958,8 +1008,8 @@ def test_indexing_errors():
         x[0, 0, 0]
     with pytest.raises(IndexError, match="ellipsis"):
         x[..., ...]
-    with pytest.raises(TypeError):
-        x[sg.input("i", shape=(2,), dtype="int32")]
+    with pytest.raises(TypeError, match="indices must be int32"):
+        x[sg.input("i", shape=(2,))]  # int32 indices take (tests/codegen/test_gather.py)
     with pytest.raises(TypeError):
         x[[0, 1], 0]
     with pytest.raises(TypeError):
