@@ -14,7 +14,8 @@ every gate value is zero it copies each new value into its parameter and says so
 sizes (the entry writes the thread count of each pass into ``dims[threads_slot]``, which
 the kernel combining that pass's partials reads). ``ctl`` is an array of i64:
 
-    ctl[POOL_RUN]  address of the pool's ``pool_run``; ctl[POOL_CTX] its context
+    ctl[POOL_RUN]  address of the pool's ``pool_run`` (0: run the slices one after another
+                   here); ctl[POOL_CTX] its context
     ctl[STATUS]    out: 1 if the new values were committed, else 0
     ctl[COMMITS]   how many commits (0: none); ctl[COMMIT_LIST] the address of
                    (destination address, source buffer slot, bytes) triples
@@ -107,14 +108,24 @@ def build_entry(module: ir.Module, kernels: list[str], is_pass: list[bool],
         passes += 1
         if threads_slot >= 0:
             b.store(threads, word(dims, threads_slot))
+        # the slices one after another here when there is one, or no pool (ctl[POOL_RUN]
+        # is 0: another call holds it): the same partials, so the same bits, as a split
+        pool = load(ctl, POOL_RUN)
+        split_here = b.and_(b.icmp_signed(">", threads, ir.Constant(_I64, 1)),
+                            b.icmp_unsigned("!=", pool, ir.Constant(_I64, 0)))
         alone, shared, done = (fn.append_basic_block(f"{name}.{what}")
                                for what in ("alone", "shared", "done"))
-        b.cbranch(b.icmp_signed("<=", threads, ir.Constant(_I64, 1)), alone, shared)
+        b.cbranch(split_here, shared, alone)
         b.position_at_end(alone)
-        b.call(kernel, [table0, dims, load(bounds, 0), load(bounds, 1)])
+        t, after = _loop(fn, b, threads, f"{name}.slice")
+        table = b.load(b.gep(tables, [t], source_etype=_PTR), typ=_PTR)
+        b.call(kernel, [table, dims, load(bounds, t), load(bounds, b.add(t, ir.Constant(
+            _I64, 1)))])
+        _next(b, t)
+        b.position_at_end(after)
         b.branch(done)
         b.position_at_end(shared)
-        run = b.inttoptr(load(ctl, POOL_RUN), _POOL_RUN.as_pointer())
+        run = b.inttoptr(pool, _POOL_RUN.as_pointer())
         b.call(run, [b.inttoptr(load(ctl, POOL_CTX), _PTR), b.ptrtoint(kernel, _I64), tables,
                      dims, bounds, threads])
         b.branch(done)

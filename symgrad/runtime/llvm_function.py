@@ -40,6 +40,10 @@ ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_v
 # (~100 us of work): a split on the native pool costs ~2-3 us while its workers spin, ~45 us
 # to wake them after they slept (bench/README.md)
 MIN_WORK_PER_THREAD = 500_000
+# A split pass has this many slices per thread (at least 64 samples each): a thread that
+# another program delays leaves its later slices to the others. More slices, more partials
+# to combine after the pass (a weight gradient's each): 2 measured enough on 2 cores
+SLICES_PER_THREAD = 2
 # A call's reusable scratch (arena, partials, tables) is kept for the next call when it is
 # at most this big, for at most this many sets of sizes: enough for a training loop's batch
 # sizes and an evaluation's; a larger call allocates its own (its work dwarfs the cost).
@@ -211,10 +215,10 @@ class LLVMFunction(CompiledFunction):
             context = pool.hold()
             if context:
                 ctl[E.POOL_RUN], ctl[E.POOL_CTX] = pool.run_address, context
-            else:  # another thread's call holds the pool, or none is native: one thread
-                pool, ctl = None, scratch.ctl_alone
+            else:  # another thread's call holds the pool, or none is native: the slices
+                pool, ctl[E.POOL_RUN] = None, 0  # one after another on this thread
         blas.set_threads(1)  # (the workers' BLAS is single-threaded from their start)
-        self.last_passes = plan.passes if ctl is scratch.ctl else plan.passes_alone
+        self.last_passes = plan.passes
         hook = self.data_parallel
         if hook is not None:
             hook.enter(plan, scratch, ctl)
@@ -310,21 +314,24 @@ class LLVMFunction(CompiledFunction):
                         (1, b) for o, b in zip(prog.outputs, buffer_of)]
         plan.kept_results = [i for i, (kind, _) in enumerate(plan.results) if kind == 1]
         plan.partials, plan.max_threads = {}, 1
-        plan.passes, plan.passes_alone = [], []  # (threads, bounds) per pass
+        plan.passes = []  # (slices, bounds) per pass
         for stage in prog.stages:
             if stage % 2 == 0:
                 continue
             n = sizes[prog.plan.batch]
             work = n * prog.work_per_sample.get(stage, 1)
             threads = max(1, min(threads_wanted, work // min_work, n // 64))
-            plan.passes.append((threads, [n * t // threads for t in range(threads + 1)]))
-            plan.passes_alone.append((1, [0, n]))
+            # slices claimed by whichever thread is free (``native_pool``): more slices than
+            # threads, so a thread another program delays leaves its share to the others
+            slices = threads if threads == 1 else max(threads, min(
+                SLICES_PER_THREAD * threads, n // 64))
+            plan.passes.append((slices, [n * t // slices for t in range(slices + 1)]))
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]
                 shaped = bound(shape)
                 before = plan.partials.get(acc.partial, (slot, shaped, dt, 0))
-                plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], threads))
-            plan.max_threads = max(plan.max_threads, threads)
+                plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], slices))
+            plan.max_threads = max(plan.max_threads, slices)
         plan.commits, plan.gates = self._native_commit(plan, key[4], commit, bound)
         with self._lock:
             if len(self._plans) >= 16:  # many batch sizes: keep the newest few
@@ -388,7 +395,7 @@ class LLVMFunction(CompiledFunction):
         s.tables_address = ctypes.addressof(s.tables_list)
         s.nbytes = nbytes
         # the entry's control words (``llvm_entry``): the commit and gate lists, each
-        # pass's threads and bounds; ``ctl_alone`` runs every pass on the calling thread
+        # pass's slices and bounds
         commits = [w for i, slot, nbytes in plan.commits
                    for w in (commit[i].value.ctypes.data, slot, nbytes)]
         gates = [w for pair in plan.gates for w in pair]
@@ -404,7 +411,7 @@ class LLVMFunction(CompiledFunction):
                 words[E.PASSES + 2 * p:E.PASSES + 2 * p + 2] = threads, ctypes.addressof(array)
             return (ctypes.c_int64 * len(words))(*words)
 
-        s.ctl, s.ctl_alone = control(plan.passes), control(plan.passes_alone)
+        s.ctl = control(plan.passes)
         return s
 
 
@@ -415,7 +422,7 @@ class _Plan:
 
     __slots__ = ("dims", "scratch_offsets", "scratch_bytes", "fresh_offsets", "fresh_bytes",
                  "fresh_views", "kept_views", "results", "kept_results", "partials",
-                 "max_threads", "passes", "passes_alone", "commits", "gates")
+                 "max_threads", "passes", "commits", "gates")
 
 
 class _Scratch:
@@ -426,4 +433,4 @@ class _Scratch:
 
     __slots__ = ("arena", "tables", "addresses", "partials", "views", "params", "dims",
                  "dims_address", "tables_list", "tables_address", "nbytes", "lists", "bounds",
-                 "ctl", "ctl_alone")
+                 "ctl")

@@ -93,6 +93,7 @@ YIELD_AFTER_US = 10.0  # a spin longer than this yields the core between two loo
 # The context: a header line, the pending line, one line per worker (byte offsets).
 _LINE = 64
 _WORKER_SPIN, _CALLER_SPIN, _YIELD_AFTER = 0, 8, 16  # i64 cycles
+_WORKERS = 24  # i64: how many workers wait in the context (a run may have more slices)
 _PENDING, _WAITING = 64, 68  # i32: slices not done; the caller may sleep on _PENDING
 # The run's job (written before its claim word is published): the kernel, the tables, the
 # dims, the bounds; and the claim word: run number << 32 | slices << 16 | next slice
@@ -293,7 +294,8 @@ def _post(e: _Emit, slot: ir.Value, fields: Sequence[tuple[int, ir.Value]]) -> N
 def _build_run(module: ir.Module) -> None:
     """``void pool_run(ptr ctx, i64 kernel, ptr tables, ptr dims, ptr bounds, i64 n)``:
     slices 0..n-1 (slice t: ``bounds[t]`` to ``bounds[t + 1]`` with ``tables[t]``) claimed
-    by this thread and n - 1 workers, whoever is free first; returns when all are done."""
+    by this thread and up to n - 1 workers, whoever is free first; returns when all are
+    done. n may exceed the pool's threads (at most 65535)."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_PTR, _I64, _PTR, _PTR, _PTR,
                                                               _I64]), "pool_run")
     e = _Emit(module, fn)
@@ -309,7 +311,11 @@ def _build_run(module: ir.Module) -> None:
                 ir.Constant(_I64, 1))
     e.store(b.or_(b.shl(run, ir.Constant(_I64, 32)), b.shl(n, ir.Constant(_I64, 16))),
             claim, "seq_cst")
+    # wake min(n - 1, workers) workers: a run may have more slices than threads (a slow
+    # thread then leaves more of them to the others)
+    waiting_workers = e.load(e.at(ctx, _WORKERS), _I64)
     workers = b.sub(n, ir.Constant(_I64, 1))
+    workers = b.select(b.icmp_signed("<", workers, waiting_workers), workers, waiting_workers)
     post_top, post_body, own = e.block("post"), e.block("post.body"), e.block("own")
     entry = b.block
     b.branch(post_top)
@@ -451,6 +457,7 @@ class _Workers:
         spins = (ctypes.c_int64 * 3).from_address(self.ctx + _WORKER_SPIN)
         spins[:] = [int(us * native.cycles_per_us) for us in
                     (spin_us, caller_spin_us, YIELD_AFTER_US)]
+        ctypes.c_int64.from_address(self.ctx + _WORKERS).value = workers
         self.native = native
         self.errors: list[BaseException | None] = [None] * workers
         ready = threading.Barrier(workers + 1)

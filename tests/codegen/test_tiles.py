@@ -191,3 +191,25 @@ def test_narrow_contractions_on_both_sides_of_the_loop_switch(cols, transposed, 
         ww = w.T if transposed else w
         np.testing.assert_allclose(got_sum, np.tanh(s @ ww).sum(0), rtol=tol * 10,
                                    atol=tol * n)
+
+
+def test_a_held_pool_runs_the_slices_here_with_the_same_bits(monkeypatch):
+    """Another call holding the pool: this call runs the same slices one after another on
+    its own thread, into the same partials, so its results are bit-identical to a split."""
+    from symgrad.runtime import llvm_function
+
+    monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)
+    outputs, features = mlp()
+    feeds = feeds_for("mlp", 1031, features)
+    with threads_of(2):
+        f = sg.function(outputs)
+        split = f(**feeds)
+        assert f._compiled.last_passes[0][0] == 2 * llvm_function.SLICES_PER_THREAD
+        pool = llvm_function._thread_pool()
+        assert pool.hold()  # as another thread's call in flight would
+        try:
+            here = f(**feeds)
+        finally:
+            pool.release()
+    for a, b in zip(split, here):
+        np.testing.assert_array_equal(a, b)

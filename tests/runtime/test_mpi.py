@@ -87,7 +87,7 @@ def test_parameters_bit_identical_on_every_process(ranks):
 
 def test_threads_combined_before_the_reduction(ranks):
     r = ranks[0]["threads"]
-    assert r["threads"] == [2]  # the pass was split on each process
+    assert len(r["threads"]) == 1 and r["threads"][0] >= 2  # each process split its pass
     assert r["param_diff"] <= 1e-6
 
 
