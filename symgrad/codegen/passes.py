@@ -31,8 +31,7 @@ SWITCHES = {
 class Compilation:
     """Which optional passes run, and how long each pass took (``timings``)."""
 
-    def __init__(self, passes: Mapping[str, bool] | None = None,
-                 defaults: Mapping[str, bool] | None = None):
+    def __init__(self, passes: Mapping[str, bool] | None = None):
         chosen = dict(passes or {})
         for name, on in chosen.items():
             if name not in SWITCHES:
@@ -40,7 +39,7 @@ class Compilation:
                                  f"switched are {', '.join(sorted(SWITCHES))}")
             if not isinstance(on, bool):
                 raise TypeError(f"passes[{name!r}] must be True or False, got {on!r}")
-        self.enabled = {name: True for name in SWITCHES} | dict(defaults or {}) | chosen
+        self.enabled = {name: True for name in SWITCHES} | chosen
         self.timings: dict[str, float] = {}
 
     def on(self, name: str) -> bool:

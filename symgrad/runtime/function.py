@@ -46,7 +46,7 @@ class Function:
                              f"__logf, ... approximations), not of {backend!r}")
         self.backend = backend
         self.compilation = passes if isinstance(passes, Compilation) else \
-            Compilation(passes, defaults={"simplify": False})
+            Compilation(passes)
         self.outputs, self._single = as_outputs(outputs)
         # watches (``watch=False``: the caller computes them, as a Step does) are computed
         # beside the outputs, in the same call; no backend sees the watch nodes themselves
@@ -56,7 +56,11 @@ class Function:
         self.outputs = strip_watches(self.outputs)
         if self.compilation.on("simplify"):
             with self.compilation.timed("simplify"):
-                self.outputs = simplify(self.outputs)
+                simplified = simplify(self.outputs)
+            # a rewrite that drops an input (x - x) would also drop the sizes it sets and
+            # the checks on it: the outputs are then compiled as written
+            if set(graph_inputs(simplified)) == set(graph_inputs(self.outputs)):
+                self.outputs = simplified
         self.inputs = graph_inputs(self.outputs)
         self._dims = symbolic_dims(self.outputs)
         self._compiled = None
@@ -157,7 +161,8 @@ def function(outputs: Outputs, backend: str = "llvm", fast_math: bool = False,
     still generates and compiles the source, and raises when called), ``"numpy"`` (the
     reference interpreter). ``fast_math=True`` (cuda only) uses the GPU's approximate
     ``__expf``/``__logf``/``__sinf``/``__cosf`` for float32. ``passes`` switches compiler
-    passes on or off (``{"simplify": True}`` rewrites the outputs first; ``"fuse"``,
+    passes on or off (``{"simplify": False}`` compiles the outputs as written instead of
+    simplified: ``log(1 + exp(x))`` is then not ``softplus(x)``; ``"fuse"``,
     ``"blas"``, ``"optimize"``: ``codegen/passes.py``); ``f.timings`` says where the compile
     time went.
 

@@ -75,7 +75,7 @@ class Step:
                  backend: str = "llvm", fast_math: bool = False,
                  on_nonfinite: str = "raise", comm: Any = None,
                  passes: Mapping[str, bool] | None = None):
-        self.compilation = Compilation(passes, defaults={"simplify": True})
+        self.compilation = Compilation(passes)
         if not isinstance(loss, Expr) or loss.shape != ():
             shape = getattr(loss, "shape", None)
             raise ValueError(f"compile_step: the loss must be a scalar expression, got "
