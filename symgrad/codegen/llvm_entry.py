@@ -58,10 +58,10 @@ def _load(b: ir.IRBuilder, base: ir.Value, i: int | ir.Value) -> ir.Value:
     return b.load(_word(b, base, i), typ=_I64)
 
 
-def _loop(fn: ir.Function, b: ir.IRBuilder, count: ir.Value, name: str
-          ) -> tuple[ir.PhiInstr, ir.Block]:
+def counted_loop(fn: ir.Function, b: ir.IRBuilder, count: ir.Value, name: str
+                 ) -> tuple[ir.PhiInstr, ir.Block]:
     """Open ``for i in 0..count`` at the builder: returns ``i`` (the builder is in the
-    body, which ends with ``_next(b, i)``) and the block after the loop."""
+    body, which ends with ``loop_next(b, i)``) and the block after the loop."""
     head, body, after = (fn.append_basic_block(f"{name}.{what}")
                          for what in ("loop", "body", "done"))
     before = b.block
@@ -71,12 +71,12 @@ def _loop(fn: ir.Function, b: ir.IRBuilder, count: ir.Value, name: str
     i.add_incoming(ir.Constant(_I64, 0), before)
     b.cbranch(b.icmp_signed("<", i, count), body, after)
     b.position_at_end(body)
-    i.head = head  # (where _next branches back to)
+    i.head = head  # (where loop_next branches back to)
     return i, after
 
 
-def _next(b: ir.IRBuilder, i: ir.PhiInstr) -> None:
-    """Close a ``_loop``: the next ``i``, back to the loop's head."""
+def loop_next(b: ir.IRBuilder, i: ir.PhiInstr) -> None:
+    """Close a ``counted_loop``: the next ``i``, back to the loop's head."""
     i.add_incoming(b.add(i, ir.Constant(_I64, 1)), b.block)
     b.branch(i.head)
 
@@ -117,11 +117,11 @@ def build_entry(module: ir.Module, kernels: list[str], is_pass: list[bool],
                                for what in ("alone", "shared", "done"))
         b.cbranch(split_here, shared, alone)
         b.position_at_end(alone)
-        t, after = _loop(fn, b, threads, f"{name}.slice")
+        t, after = counted_loop(fn, b, threads, f"{name}.slice")
         table = b.load(b.gep(tables, [t], source_etype=_PTR), typ=_PTR)
         b.call(kernel, [table, dims, load(bounds, t), load(bounds, b.add(t, ir.Constant(
             _I64, 1)))])
-        _next(b, t)
+        loop_next(b, t)
         b.position_at_end(after)
         b.branch(done)
         b.position_at_end(shared)
@@ -164,7 +164,7 @@ def _commit(fn: ir.Function, b: ir.IRBuilder, table0: ir.Value, ctl: ir.Value) -
     b.position_at_end(gates_top)
     gate_list = b.inttoptr(load(ctl, GATE_LIST), _PTR)
     count = load(ctl, GATES)
-    g, copies = _loop(fn, b, count, "gate")
+    g, copies = counted_loop(fn, b, count, "gate")
     address = buffer(load(gate_list, b.mul(g, ir.Constant(_I64, 2))))
     kind = load(gate_list, b.add(b.mul(g, ir.Constant(_I64, 2)), one))
     kind_blocks = [fn.append_basic_block(f"gate.kind{k}") for k in range(len(_GATE_TYPES))]
@@ -180,19 +180,19 @@ def _commit(fn: ir.Function, b: ir.IRBuilder, table0: ir.Value, ctl: ir.Value) -
                    b.icmp_unsigned("!=", value, ir.Constant(ty, 0)))
         b.cbranch(nonzero, finish, next_gate)
     b.position_at_end(next_gate)
-    _next(b, g)
+    loop_next(b, g)
 
     # every gate passed: copy each new value into its parameter
     b.position_at_end(copies)
     commit_list = b.inttoptr(load(ctl, COMMIT_LIST), _PTR)
-    c, c_done = _loop(fn, b, commits, "copy")
+    c, c_done = counted_loop(fn, b, commits, "copy")
     at = b.mul(c, ir.Constant(_I64, 3))
     dst = b.inttoptr(load(commit_list, at), _PTR)
     src = buffer(load(commit_list, b.add(at, one)))
     nbytes = load(commit_list, b.add(at, ir.Constant(_I64, 2)))
     memcpy = b.module.declare_intrinsic("llvm.memcpy", [_PTR, _PTR, _I64])
     b.call(memcpy, [dst, src, nbytes, ir.Constant(_I1, 0)])
-    _next(b, c)
+    loop_next(b, c)
     b.position_at_end(c_done)
     b.store(one, word(ctl, STATUS))
     b.branch(finish)

@@ -82,6 +82,8 @@ from typing import Any
 from llvmlite import ir
 from llvmlite.ir import instructions as _instructions
 
+from symgrad.codegen.llvm_entry import counted_loop, loop_next
+
 SYS_FUTEX, SYS_SCHED_YIELD = 202, 24  # x86-64
 FUTEX_WAIT_PRIVATE = 128  # FUTEX_WAIT | FUTEX_PRIVATE_FLAG
 FUTEX_WAKE_PRIVATE = 129
@@ -198,7 +200,7 @@ def _build_worker(module: ir.Module) -> None:
     e = _Emit(module, fn)
     b = e.b
     ctx, index = fn.args
-    slot = e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(index, ir.Constant(_I64, _LINE))))
+    slot = _slot(e, ctx, index)
     gen, sleeping = e.at(slot, _GEN), e.at(slot, _SLEEPING)
     seen = b.alloca(_I32)  # the last generation this worker ran (mem2reg makes it a phi)
     b.store(ir.Constant(_I32, 0), seen)
@@ -277,6 +279,12 @@ def _run_slices(e: _Emit, ctx: ir.Value, done: ir.Block) -> None:
     b.branch(top)
 
 
+def _slot(e: _Emit, ctx: ir.Value, worker: ir.Value) -> ir.Value:
+    """The address of worker ``worker``'s slot line in the context."""
+    return e.at(ctx, e.b.add(ir.Constant(_I64, _SLOTS), e.b.mul(worker,
+                                                                ir.Constant(_I64, _LINE))))
+
+
 def _post(e: _Emit, slot: ir.Value, fields: Sequence[tuple[int, ir.Value]]) -> None:
     """Write a job (or a quit) into a worker's slot, bump its generation, wake it if it
     said it may sleep."""
@@ -316,18 +324,9 @@ def _build_run(module: ir.Module) -> None:
     waiting_workers = e.load(e.at(ctx, _WORKERS), _I64)
     workers = b.sub(n, ir.Constant(_I64, 1))
     workers = b.select(b.icmp_signed("<", workers, waiting_workers), workers, waiting_workers)
-    post_top, post_body, own = e.block("post"), e.block("post.body"), e.block("own")
-    entry = b.block
-    b.branch(post_top)
-    b.position_at_end(post_top)
-    w = b.phi(_I64)
-    w.add_incoming(ir.Constant(_I64, 0), entry)
-    b.cbranch(b.icmp_signed("<", w, workers), post_body, own)
-    b.position_at_end(post_body)  # a wake-up: the worker claims what is left when it runs
-    _post(e, e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(w, ir.Constant(_I64, _LINE)))),
-          [])
-    w.add_incoming(b.add(w, ir.Constant(_I64, 1)), b.block)
-    b.branch(post_top)
+    w, own = counted_loop(fn, b, workers, "post")
+    _post(e, _slot(e, ctx, w), [])  # a wake-up: the worker claims what is left when it runs
+    loop_next(b, w)
 
     b.position_at_end(own)
     spin = e.block("wait")
@@ -357,17 +356,9 @@ def _build_quit(module: ir.Module) -> None:
     e = _Emit(module, fn)
     b = e.b
     ctx, workers = fn.args
-    entry, top, body, out = b.block, e.block("top"), e.block("body"), e.block("out")
-    b.branch(top)
-    b.position_at_end(top)
-    w = b.phi(_I64)
-    w.add_incoming(ir.Constant(_I64, 0), entry)
-    b.cbranch(b.icmp_signed("<", w, workers), body, out)
-    b.position_at_end(body)
-    slot = e.at(ctx, b.add(ir.Constant(_I64, _SLOTS), b.mul(w, ir.Constant(_I64, _LINE))))
-    _post(e, slot, [(_QUIT, ir.Constant(_I32, 1))])
-    w.add_incoming(b.add(w, ir.Constant(_I64, 1)), b.block)
-    b.branch(top)
+    w, out = counted_loop(fn, b, workers, "quit")
+    _post(e, _slot(e, ctx, w), [(_QUIT, ir.Constant(_I32, 1))])
+    loop_next(b, w)
     b.position_at_end(out)
     b.ret_void()
 
