@@ -158,9 +158,13 @@ def test_ctrl_c_during_a_native_step_tears_nothing():
     entry, entered = compiled._entry, []
 
     def entry_interrupted(*args):
-        threading.Timer(0.002, os.kill, (os.getpid(), signal.SIGINT)).start()
+        timer = threading.Timer(0.005, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
         entered.append(True)
-        entry(*args)
+        try:
+            entry(*args)
+        finally:  # the signal lands in this call (in the entry or right after it), never
+            timer.join()  # later in the test session
 
     compiled._entry = entry_interrupted
     with pytest.raises(KeyboardInterrupt):
