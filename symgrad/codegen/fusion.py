@@ -16,9 +16,10 @@ is safe:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from symgrad.codegen import loopir as L
+from symgrad.codegen import regions
 from symgrad.codegen.tiles import collect, map_stmt
 
 
@@ -27,6 +28,9 @@ class _Nest:
     pre: list
     loops: list[L.Loop]  # outermost first; the innermost holds the body
     post: list
+    stored: set[str] = field(default_factory=set)  # what its statements store
+    weight: int = 0  # ``regions.weight`` of its body
+    offsets: dict = field(default_factory=dict)  # ``_store_offsets`` of its body
 
     @property
     def body(self) -> list:
@@ -42,22 +46,31 @@ def fuse(values: list[list]) -> list:
     it moves up past values it does not depend on: a scalar's update between two nests
     over a parameter's shape does not keep them apart)."""
     items: list = []  # _Nest groups, or a value's statements left as they are
+    stored: list[set[str]] = []  # by item: the buffers its statements store
     for stmts in values:
         nest = _as_nest(stmts)
-        reads = _loaded(stmts)
-        for item in reversed(items):
-            if isinstance(item, _Nest) and nest is not None and _fits(item, nest):
-                _append(item, nest)
-                break
-            if _stored(_statements(item) if isinstance(item, _Nest) else item) & reads:
-                items.append(nest if nest is not None else stmts)
-                break
-        else:
-            items.append(nest if nest is not None else stmts)
+        if nest is not None and _joined(items, stored, nest, _loaded(stmts)):
+            continue
+        items.append(nest if nest is not None else stmts)
+        stored.append(nest.stored if nest is not None else _stored(stmts))
     out: list = []
     for item in items:
         out += _statements(item) if isinstance(item, _Nest) else item
     return out
+
+
+def _joined(items: list, stored: list[set[str]], nest: _Nest, reads: set[str]) -> bool:
+    """Whether ``nest`` joined the latest group it fits, with nothing it reads stored
+    after that group (each item's stored buffers kept, so a value costs one look back)."""
+    for k in range(len(items) - 1, -1, -1):
+        item = items[k]
+        if isinstance(item, _Nest) and _fits(item, nest):
+            _append(item, nest)
+            stored[k] = item.stored
+            return True
+        if stored[k] & reads:
+            return False
+    return False
 
 
 def _as_nest(stmts: list) -> _Nest | None:
@@ -68,27 +81,36 @@ def _as_nest(stmts: list) -> _Nest | None:
     chain = [stmts[k]]
     while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], L.Loop):
         chain.append(chain[-1].body[0])
-    return _Nest(list(stmts[:k]), chain, list(stmts[k + 1:]))
+    nest = _Nest(list(stmts[:k]), chain, list(stmts[k + 1:]), _stored(stmts))
+    nest.weight = regions.weight(nest.body)
+    nest.offsets = _store_offsets(nest.body)
+    return nest
 
 
 def _fits(group: _Nest, nest: _Nest) -> bool:
-    if group.bounds() != nest.bounds():
+    if group.bounds() != nest.bounds() or group.weight + nest.weight > regions.LOOP_WEIGHT:
         return False
     finished = _stored(group.post)
     if finished & (_loaded(nest.pre) | _loaded([nest.loops[0]]) | _loaded(nest.post)):
         return False
     renamed = _renamed(nest, group)
-    written = _store_offsets(group.body)
+    written = group.offsets
     return all(offset == written[buf] for buf, offset in _load_offsets(renamed)
                if buf in written)
 
 
 def _append(group: _Nest, nest: _Nest) -> None:
     group.pre += nest.pre
-    group.loops[-1].body = group.body + _renamed(nest, group)
+    renamed = _renamed(nest, group)
+    group.loops[-1].body = group.body + renamed
     for mine, theirs in zip(group.loops, nest.loops):
         mine.reduction = mine.reduction or theirs.reduction
     group.post += nest.post
+    group.stored = group.stored | nest.stored
+    group.weight += nest.weight
+    for buf, offset in _store_offsets(renamed).items():
+        known = group.offsets.get(buf, offset)
+        group.offsets[buf] = offset if known == offset else None
 
 
 def _renamed(nest: _Nest, group: _Nest) -> list:

@@ -11,6 +11,7 @@ function, so results repeat run to run). How each operator is spelled lives in
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -21,6 +22,7 @@ from symgrad.codegen import loopir as L
 from symgrad.codegen.composite import Spellings
 from symgrad.codegen.llvm_entry import build_entry
 from symgrad.codegen.llvm_math import MATH_EMITTERS
+from symgrad.codegen.llvm_region import outline
 from symgrad.codegen.llvm_trig import atan
 from symgrad.expr import ops_elementwise as E
 from symgrad.expr import ops_math as M
@@ -319,16 +321,53 @@ class KernelBuilder:
         self.scope: dict[str, ir.Value] = {"start": self.fn.args[nb + 1],
                                            "stop": self.fn.args[nb + 2]}
         self.accs: dict[str, tuple] = {}
+        self.dims_table = self.fn.args[nb]
         self._gemms = 0  # (tags the loop indices of each GEMM run as loops)
+        self.regions = 0  # (numbers the functions regions become)
 
     def build(self) -> None:
         self._entry_point()
-        dims = self.fn.args[len(self.buffer_index)]
-        for name, k in self.dim_index.items():
-            slot = self.b.gep(dims, [_const(I64, k)], source_etype=I64)
-            self.dims[name] = self.b.load(slot, typ=I64, name=name)  # %N
+        self.load_dims(self.dims_table, set(self.dim_index))
         self.block(self.kernel.body, reduction=False)
         self.b.ret_void()
+
+    def load_dims(self, table: ir.Value, names: set[str]) -> None:
+        """The runtime sizes ``names`` loaded from the sizes table at the function's start."""
+        self.dims_table = table
+        for name, k in self.dim_index.items():
+            if name in names:
+                slot = self.b.gep(table, [_const(I64, k)], source_etype=I64)
+                self.dims[name] = self.b.load(slot, typ=I64, name=name)  # %N
+
+    # -- functions of their own (``llvm_region``) --------------------------------------
+    def enter(self, fn: ir.Function) -> SimpleNamespace:
+        """Build into ``fn`` from now on; returns what ``leave`` restores."""
+        saved = SimpleNamespace(fn=self.fn, entry=self.entry, b=self.b, ptrs=self.ptrs,
+                                dims=self.dims, scope=self.scope, accs=self.accs,
+                                dims_table=self.dims_table)
+        self.fn, self.entry = fn, fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.ptrs, self.dims, self.accs = dict(self.ptrs), {}, {}
+        self.scope = {}
+        return saved
+
+    def leave(self, saved: SimpleNamespace) -> None:
+        for name, value in vars(saved).items():
+            setattr(self, name, value)
+
+    def entry_alloca(self, t: ir.Type, name: str) -> ir.Value:
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            return self.b.alloca(t, name=name)
+
+    def new_acc_slot(self, s: L.AccInit) -> None:
+        """The slot (and an argmax's index slot) of accumulator ``s``, not yet set."""
+        t = ltype(s.dtype)
+        index_slot = self.entry_alloca(I64, s.name + "_i") if s.kind == "argmax" else None
+        self.accs[s.name] = (self.entry_alloca(t, s.name), t, index_slot)
+
+    def _region(self, s: L.Region, reduction: bool) -> None:
+        outline(self, s, reduction)
 
     def _entry_point(self) -> None:
         """``void name(ptr bufs, ptr dims, i64 start, i64 stop)``: the C-callable wrapper."""
@@ -389,15 +428,12 @@ class KernelBuilder:
         self.buffer_types[s.buf] = np.dtype(s.dtype)
 
     def _accinit(self, s: L.AccInit, reduction: bool) -> None:
-        t = ltype(s.dtype)
-        with self.b.goto_block(self.entry):
-            self.b.position_at_start(self.entry)
-            slot = self.b.alloca(t, name=s.name)
-            index_slot = self.b.alloca(I64, name=s.name + "_i") if s.kind == "argmax" else None
+        if s.name not in self.accs:  # a region's accumulator has its slot already
+            self.new_acc_slot(s)
+        slot, t, index_slot = self.accs[s.name]
         self.b.store(_cast(self.b, self.value(s.init), t), slot)
         if index_slot is not None:
             self.b.store(_const(I64, 0), index_slot)
-        self.accs[s.name] = (slot, t, index_slot)
 
     def _acc(self, s: L.Acc, reduction: bool) -> None:
         b = self.b

@@ -202,7 +202,17 @@ class Gemm:
     dtype: np.dtype
 
 
-Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc, Gemm]
+@dataclass
+class Region:
+    """Statements a backend may compile as a function of its own, called where the region
+    stands (the LLVM builder does: LLVM's passes are superlinear in a function's size, so a
+    large model's code is cut into bounded regions, ``regions.py``). A region's ``Let``s
+    are not read after it; it reads and updates the enclosing code's values, accumulators
+    and buffers."""
+    body: list
+
+
+Stmt = Union[Loop, Let, Store, AccInit, Acc, Alloc, Gemm, Region]
 
 
 def gemm_as_loops(g: Gemm, tag: str) -> list:
@@ -293,6 +303,9 @@ def _fmt_block(body: list, depth: int) -> list[str]:
         if isinstance(s, Loop):
             tag = "  # reduction" if s.reduction else ""
             out.append(f"{pad}for {s.index} in {fmt_expr(s.start)}..{fmt_expr(s.stop)}:{tag}")
+            out += _fmt_block(s.body, depth + 1)
+        elif isinstance(s, Region):
+            out.append(f"{pad}region:  # compiled as a function of its own")
             out += _fmt_block(s.body, depth + 1)
         elif isinstance(s, Let):
             out.append(f"{pad}{s.name} = {fmt_expr(s.value)}")

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from symgrad.codegen import fusion, gather, reductions, tiles
+from symgrad.codegen import fusion, gather, reductions, regions, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
@@ -212,6 +212,8 @@ class _Lowerer(TilePass, IndexMaps):
         return body
 
     def _kernel(self, name: str, body: list, batch: str | None, members: list) -> L.Kernel:
+        if self.cpu:  # a large model's code in bounded pieces (``regions.py``)
+            body = regions.bounded(regions.split_expressions(body, self.names.fresh))
         return L.Kernel(name, list(self.buffers.values()), sorted(self.dims), body, batch,
                         fuses=[self.labels.get(m, m.op.name) for m in members])
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Callable
 
 from symgrad.codegen import loopir as L
+from symgrad.codegen import regions
 
 TILE_MAX = 256  # samples per tile at most
 # What a tile's scratch may take (on the stack: the pool's threads get large stacks). 2 MiB
@@ -58,6 +59,8 @@ def tile_loop(groups: list[Group], tile: int, fresh: Callable[[str], str], prolo
     and ``tile_flush`` run before and after each tile (float32 sums start from 0 and go into
     their float64 totals); tile buffers the loops need are allocated into ``prologue``."""
     groups = [g for g in groups if not g.last] + [g for g in groups if g.last]
+    groups = [replace(g, body=regions.split_expressions(g.body, fresh)) if g.per_sample
+              else g for g in groups]
     loops = _fused(groups)
     _through_tile_buffers(loops, tile, fresh, prologue)
     start, stop = L.Index("start"), L.Index("stop")
@@ -72,7 +75,7 @@ def tile_loop(groups: list[Group], tile: int, fresh: Callable[[str], str], prolo
         else:
             body += g.body
     body += tile_flush
-    return L.Loop("tile", L.Const(0, L.INT), count, body)
+    return L.Loop("tile", L.Const(0, L.INT), count, regions.bounded(body))
 
 
 def _flat(body: list) -> bool:
@@ -81,17 +84,23 @@ def _flat(body: list) -> bool:
 
 
 def _fused(groups: list[Group]) -> list[Group]:
-    """Consecutive per-sample groups of the same kind (flat or with loops) as one loop."""
+    """Consecutive per-sample groups of the same kind (flat or with loops) as one loop, up
+    to ``regions.LOOP_WEIGHT`` (then the next loop starts: compile time stays linear)."""
     out: list[Group] = []
+    loop_weight = 0
     for g in groups:
         if not g.body:
             continue
         last = out[-1] if out else None
+        w = regions.weight(g.body)
         if (last is not None and g.per_sample and last.per_sample
-                and _flat(g.body) == _flat(last.body)):
-            last.body = last.body + g.body
+                and _flat(g.body) == _flat(last.body)
+                and loop_weight + w <= regions.LOOP_WEIGHT):
+            last.body += g.body
+            loop_weight += w
         else:
             out.append(Group(list(g.body), g.per_sample))
+            loop_weight = w
     return out
 
 
@@ -143,17 +152,42 @@ def _locals_read(body: list) -> set[str]:
     return {e.name for e in collect(body, L.Local)}
 
 
-def collect(stmts: list, kind: type) -> list:
-    """Every sub-expression of type ``kind`` in the statements (recursively), in order."""
+def collect(stmts: list, kind: type | tuple) -> list:
+    """Every sub-expression of type ``kind`` in the statements (recursively), in order;
+    a walk without recursion that builds nothing."""
     found: list = []
-
-    def see(e: L.Expr) -> L.Expr | None:
-        if isinstance(e, kind):
-            found.append(e)
-        return None
-    for s in stmts:
-        map_stmt(s, see)
+    stack: list = list(reversed(stmts))
+    while stack:
+        x = stack.pop()
+        if isinstance(x, kind):
+            found.append(x)
+        if isinstance(x, L.Op):
+            stack.extend(reversed(x.args))
+            continue
+        parts = _PARTS.get(type(x))
+        if parts is None:
+            parts = _PARTS[type(x)] = _parts_of(type(x))
+        for name in parts:
+            part = getattr(x, name)
+            if isinstance(part, list):
+                stack.extend(reversed(part))
+            elif part is not None and not isinstance(part, str):  # (a Gemm's buffer names)
+                stack.append(part)
     return found
+
+
+_PARTS: dict[type, tuple[str, ...]] = {}  # loop IR node type -> the fields holding IR
+
+
+def _parts_of(t: type) -> tuple[str, ...]:
+    """The fields of a loop IR node that hold expressions or statements, last first (the
+    walk pops them in order)."""
+    if not is_dataclass(t) or t in (L.Const, L.Dim, L.Index, L.Local):
+        return ()
+    return tuple(reversed([f.name for f in fields(t)
+                           if f.name in ("body", "start", "stop", "offset", "value", "init",
+                                         "index", "cond", "a", "b", "size", "a_offset",
+                                         "b_offset", "c_offset", "m", "n", "k")]))
 
 
 def substitute(e: L.Expr, index: L.Index, value: L.Expr) -> L.Expr:
@@ -180,6 +214,8 @@ def map_stmt(s, fn: Callable[[L.Expr], L.Expr | None]):
     if isinstance(s, L.Loop):
         return L.Loop(s.index, map_expr(s.start, fn), map_expr(s.stop, fn),
                       [map_stmt(t, fn) for t in s.body], s.reduction)
+    if isinstance(s, L.Region):
+        return L.Region([map_stmt(t, fn) for t in s.body])
     changes = {f.name: map_expr(getattr(s, f.name), fn) for f in fields(s)
                if is_dataclass(getattr(s, f.name))}
     return replace(s, **changes)
