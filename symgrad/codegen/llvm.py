@@ -289,6 +289,14 @@ def _composite(op) -> Callable:
 
 
 _BY_NAME = Spellings("llvm", LLVM_OPS, _composite)
+MAX_BUFFER_ARGS = 256  # a kernel body's buffer arguments at most (then the table)
+
+
+def _buffers_used(body: list) -> set[str]:
+    """The buffers statements read or write (recursively)."""
+    from symgrad.codegen.llvm_region import buffers_in
+
+    return buffers_in(body)
 
 
 class KernelBuilder:
@@ -300,10 +308,18 @@ class KernelBuilder:
         self.buffer_index, self.dim_index = buffer_index, dim_index
         self.buffer_types = {b.name: b.dtype for b in kernel.buffers}
         self.module = module
-        # The body takes each buffer as its own noalias argument (distinct arrays: what
-        # lets LLVM vectorize loads and stores without runtime checks); the entry point
-        # unpacks the pointer table and calls it (inlined by the optimizer).
-        names = list(buffer_index)
+        # The body takes each buffer it uses as its own noalias argument (distinct arrays:
+        # what lets LLVM vectorize loads and stores without runtime checks); the entry point
+        # unpacks the pointer table and calls it (inlined by the optimizer). A kernel using
+        # more than MAX_BUFFER_ARGS buffers (a model of thousands of parameters) takes the
+        # table itself and loads a pointer where it is used: thousands of arguments cost
+        # LLVM's interprocedural passes quadratic time, and its code is in regions, whose
+        # own arguments are noalias again.
+        used = _buffers_used(kernel.body)
+        names = [name for name in buffer_index if name in used]
+        self.table_mode = len(names) > MAX_BUFFER_ARGS
+        if self.table_mode:
+            names = ["bufs"]
         body_ty = ir.FunctionType(ir.VoidType(), [PTR] * len(names) + [PTR, I64, I64])
         self.fn = ir.Function(module, body_ty, kernel.name + ".body")
         self.fn.linkage = "internal"
@@ -312,7 +328,10 @@ class KernelBuilder:
             arg.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
-        self.ptrs: dict[str, ir.Value] = dict(zip(names, self.fn.args))
+        self.arg_buffers = names
+        self.table = self.fn.args[0] if self.table_mode else None
+        self.ptrs: dict[str, ir.Value] = {} if self.table_mode else dict(
+            zip(names, self.fn.args))
         self.dims: dict[str, ir.Value] = {}
         nb = len(names)
         # named after the buffers (%X, %W1, %labels), so the IR reads against the plan
@@ -324,6 +343,18 @@ class KernelBuilder:
         self.dims_table = self.fn.args[nb]
         self._gemms = 0  # (tags the loop indices of each GEMM run as loops)
         self.regions = 0  # (numbers the functions regions become)
+
+    def pointer(self, buf: str) -> ir.Value:
+        """Buffer ``buf``'s pointer: an argument, a scratch buffer, or (a kernel taking the
+        pointer table) loaded from the table here."""
+        found = self.ptrs.get(buf)
+        if found is not None:
+            return found
+        if self.table is None or buf not in self.buffer_index:
+            raise KeyError(f"kernel {self.kernel.name}: no buffer {buf!r} here")
+        slot = self.b.gep(self.table, [_const(I64, self.buffer_index[buf])],
+                          source_etype=PTR)
+        return self.b.load(slot, typ=PTR, name=buf)
 
     def build(self) -> None:
         self._entry_point()
@@ -344,10 +375,11 @@ class KernelBuilder:
         """Build into ``fn`` from now on; returns what ``leave`` restores."""
         saved = SimpleNamespace(fn=self.fn, entry=self.entry, b=self.b, ptrs=self.ptrs,
                                 dims=self.dims, scope=self.scope, accs=self.accs,
-                                dims_table=self.dims_table)
+                                dims_table=self.dims_table, table=self.table)
         self.fn, self.entry = fn, fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
-        self.ptrs, self.dims, self.accs = dict(self.ptrs), {}, {}
+        self.ptrs, self.dims, self.accs = {}, {}, {}
+        self.table = None  # a region has every buffer it uses as an argument
         self.scope = {}
         return saved
 
@@ -375,8 +407,9 @@ class KernelBuilder:
                          self.kernel.name)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         bufs, dims, start, stop = fn.args
-        ptrs = [b.load(b.gep(bufs, [_const(I64, k)], source_etype=PTR), typ=PTR)
-                for k in self.buffer_index.values()]
+        ptrs = [bufs] if self.table_mode else [
+            b.load(b.gep(bufs, [_const(I64, self.buffer_index[name])], source_etype=PTR),
+                   typ=PTR) for name in self.arg_buffers]
         b.call(self.fn, ptrs + [dims, start, stop])
         b.ret_void()
 
@@ -502,7 +535,7 @@ class KernelBuilder:
 
     # -- expressions -------------------------------------------------------------------
     def _address(self, buf: str, offset: L.Expr, dt: np.dtype) -> ir.Value:
-        return self.b.gep(self.ptrs[buf], [self.value(offset)], inbounds=True,
+        return self.b.gep(self.pointer(buf), [self.value(offset)], inbounds=True,
                           source_etype=_STORAGE[np.dtype(dt)])
 
     def value(self, e: L.Expr) -> ir.Value:

@@ -56,14 +56,14 @@ def outline(kb: KernelBuilder, region: L.Region, reduction: bool) -> None:
                   {n for n in names if n in kb.accs} |
                   {n[:-2] for n in names if n.endswith("_i") and n[:-2] in kb.accs})
     values = sorted(n for n in names - defined - set(accs) if n in kb.scope)
-    buffers = sorted(_buffers(stmts, found) & set(kb.ptrs))
+    buffers = sorted(_buffers(stmts, found))
     slots = []
     for name in accs:
         slot, t, index_slot = kb.accs[name]
         slots.append(slot)
         if index_slot is not None:
             slots.append(index_slot)
-    args = [kb.ptrs[b] for b in buffers] + [kb.dims_table] + \
+    args = [kb.pointer(b) for b in buffers] + [kb.dims_table] + \
         [kb.scope[n] for n in values] + slots
     kb.regions += 1
     fn = ir.Function(kb.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]),
@@ -98,6 +98,11 @@ def outline(kb: KernelBuilder, region: L.Region, reduction: bool) -> None:
     kb.b.ret_void()
     kb.leave(saved)
     kb.b.call(fn, args)
+
+
+def buffers_in(body: list) -> set[str]:
+    """The buffers (and scratch) statements read or write."""
+    return _buffers(list(_statements(body)), collect(body, L.Load))
 
 
 def _buffers(stmts: list, found: list) -> set[str]:

@@ -26,13 +26,15 @@ from dataclasses import fields, is_dataclass, replace
 
 from symgrad.codegen import loopir as L
 
-LOOP_WEIGHT = 600  # one loop over a tile's samples (a 784-256-10 GELU step's largest: 119)
+LOOP_WEIGHT = 600  # one loop over a tile's samples (a 784-256-10 GELU Adam step's largest: 244)
 EXPR_WEIGHT = 200  # one expression
-REGION_WEIGHT = 1500  # one function LLVM optimizes (that step's largest kernel: 469)
+REGION_WEIGHT = 2500  # one function LLVM optimizes (that step's largest kernel: 1305)
 MATH_WEIGHT = 24  # an operator the math library expands into a polynomial and its ranges
 # an accumulator: a vector register or several in a vectorized loop, and a horizontal
 # reduction after it (a loop of 130 of them spent 2 s in LLVM's SLP vectorizer)
 ACC_WEIGHT = 32
+LOOP_OVERHEAD = 8
+GEMM_CALL_WEIGHT = 40  # a BLAS call: its thirteen arguments stored and passed
 # expanded by the LLVM builder into tens of instructions each
 _LIBRARY = frozenset({"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "erf",
                       "sigmoid", "softplus", "gelu", "arctan", "power", "elu"})
@@ -63,10 +65,14 @@ def weight(body: list) -> int:
     and the weight of its expressions."""
     total = 0
     for s in body:
-        if isinstance(s, (L.Loop, L.Region)):
+        if isinstance(s, L.Loop):  # its blocks, index and test: a dozen instructions
+            total += LOOP_OVERHEAD + weight(s.body)
+        elif isinstance(s, L.Region):
             total += 1 + weight(s.body)
         elif isinstance(s, L.Acc):
             total += ACC_WEIGHT + expr_weight(s.value)
+        elif isinstance(s, L.Gemm):  # a BLAS call, and loops for a tile of a few samples
+            total += GEMM_CALL_WEIGHT + weight(L.gemm_as_loops(s, "weight"))
         else:
             total += 1 + sum(expr_weight(getattr(s, f.name)) for f in fields(s)
                              if is_dataclass(getattr(s, f.name)))

@@ -14,12 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import symgrad as sg
-from symgrad.codegen import regions
+from symgrad.codegen import llvm, regions
 
 
 @pytest.fixture
 def tiny_bounds(monkeypatch):
-    """Bounds far below any model's size: the code of each test is cut everywhere."""
+    """Bounds far below any model's size: the code of each test is cut everywhere, and
+    kernels take the pointer table instead of one argument per buffer."""
+    monkeypatch.setattr(llvm, "MAX_BUFFER_ARGS", 3)
     monkeypatch.setattr(regions, "LOOP_WEIGHT", 40)
     monkeypatch.setattr(regions, "EXPR_WEIGHT", 12)
     monkeypatch.setattr(regions, "REGION_WEIGHT", 60)
@@ -154,7 +156,9 @@ def test_random_graphs_cut_everywhere(plan, seed):
     """Random graphs and their gradients, with the bounds tiny (set inside: hypothesis
     runs the body many times per fixture)."""
     saved = regions.LOOP_WEIGHT, regions.EXPR_WEIGHT, regions.REGION_WEIGHT
+    saved_args = llvm.MAX_BUFFER_ARGS
     regions.LOOP_WEIGHT, regions.EXPR_WEIGHT, regions.REGION_WEIGHT = 40, 12, 60
+    llvm.MAX_BUFFER_ARGS = 3
     try:
         L = bc.LEAVES[bc.F32]
         outs = bc.graph_outputs(bc.build(plan, L), L)
@@ -163,3 +167,4 @@ def test_random_graphs_cut_everywhere(plan, seed):
             bc.check_random_graph(fn, plan, bc.F32, n, seed)
     finally:
         regions.LOOP_WEIGHT, regions.EXPR_WEIGHT, regions.REGION_WEIGHT = saved
+        llvm.MAX_BUFFER_ARGS = saved_args
