@@ -29,6 +29,7 @@ from symgrad.codegen import loopir as L
 LOOP_WEIGHT = 600  # one loop over a tile's samples (a 784-256-10 GELU Adam step's largest: 244)
 EXPR_WEIGHT = 200  # one expression
 REGION_WEIGHT = 2500  # one function LLVM optimizes (that step's largest kernel: 1305)
+REGION_NAMES = 160  # buffers, values and accumulators one region refers to, about
 MATH_WEIGHT = 24  # an operator the math library expands into a polynomial and its ranges
 # an accumulator: a vector register or several in a vectorized loop, and a horizontal
 # reduction after it (a loop of 130 of them spent 2 s in LLVM's SLP vectorizer)
@@ -141,14 +142,17 @@ def _rebuilt(x: L.Expr, kids: list) -> L.Expr:
 
 def bounded(body: list) -> list:
     """``body`` with runs of statements cut into ``Region``s of at most about
-    ``REGION_WEIGHT``, where a cut is safe: a region's ``Let``s are not read after it
-    (values that cross a cut go through buffers or accumulators, which a region reaches
-    by pointer); scratch (``Alloc``) and index values (``Let``s of index arithmetic) stay
-    outside every region. Unchanged when the
-    whole body weighs less than ``REGION_WEIGHT``."""
+    ``REGION_WEIGHT`` and ``REGION_NAMES`` buffers and values (a region's arguments: LLVM's
+    interprocedural passes are quadratic in them), where a cut is safe: a region's ``Let``s
+    are not read after it (values that cross a cut go through buffers or accumulators,
+    which a region reaches by pointer); scratch (``Alloc``) and index values (``Let``s of
+    index arithmetic) stay outside every region, and so does a loop whose body is cut into
+    regions already (the loop over tiles). Unchanged when the whole body weighs less than
+    ``REGION_WEIGHT``."""
     weights = [weight([s]) for s in body]
     if sum(weights) <= REGION_WEIGHT:
         return body
+    names = [statement_names(s) for s in body]
     last_read: dict[str, int] = {}  # local name -> the last statement reading it
     for k, s in enumerate(body):
         for name in locals_read([s]):
@@ -156,29 +160,54 @@ def bounded(body: list) -> list:
     out: list = []
     run: list = []
     run_weight = 0
+    run_names: set[str] = set()
     horizon = -1  # the last statement reading a Let of the run
 
-    def close() -> None:
+    def close(full: bool = False) -> None:
         nonlocal run, run_weight, horizon
-        if run_weight > REGION_WEIGHT // 4:
+        if full or run_weight > REGION_WEIGHT // 8:  # (a few statements stay inline)
             out.append(L.Region(run))
         else:
             out.extend(run)
         run, run_weight, horizon = [], 0, -1
+        run_names.clear()
 
     for k, s in enumerate(body):
-        if isinstance(s, L.Alloc) or (isinstance(s, L.Let) and _index_only(s.value)):
-            close()  # scratch, and index values (a tile's first sample) stay outside
+        if isinstance(s, L.Alloc) or (isinstance(s, L.Let) and _index_only(s.value)) or (
+                isinstance(s, L.Loop) and any(isinstance(t, L.Region) for t in s.body)):
+            close()
             out.append(s)
             continue
         run.append(s)
         run_weight += weights[k]
+        run_names |= names[k]
         if isinstance(s, L.Let):
             horizon = max(horizon, last_read.get(s.name, -1))
-        if run_weight >= REGION_WEIGHT and horizon <= k:
-            close()
+        if (run_weight >= REGION_WEIGHT or len(run_names) >= REGION_NAMES) and horizon <= k:
+            close(full=True)
     close()
     return out
+
+
+def statement_names(s) -> set[str]:
+    """The buffers, values and accumulators statement ``s`` refers to."""
+    from symgrad.codegen.tiles import collect
+
+    found = set()
+    for e in collect([s], (L.Local, L.Index, L.Load)):
+        found.add(e.buf if isinstance(e, L.Load) else e.name)
+    stack = [s]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, (L.Loop, L.Region)):
+            stack += t.body
+        elif isinstance(t, (L.Store, L.Alloc)):
+            found.add(t.buf)
+        elif isinstance(t, (L.Acc, L.AccInit)):
+            found.add(t.name)
+        elif isinstance(t, L.Gemm):
+            found |= {t.a, t.b, t.c}
+    return found
 
 
 def locals_read(body: list) -> set[str]:

@@ -88,7 +88,7 @@ def _fused(groups: list[Group]) -> list[Group]:
     to ``regions.LOOP_WEIGHT`` (then the next loop starts: compile time stays linear)."""
     out: list[Group] = []
     loop_weight = 0
-    for g in groups:
+    for g in [piece for group in groups for piece in _pieces(group)]:
         if not g.body:
             continue
         last = out[-1] if out else None
@@ -102,6 +102,28 @@ def _fused(groups: list[Group]) -> list[Group]:
             out.append(Group(list(g.body), g.per_sample))
             loop_weight = w
     return out
+
+
+def _pieces(g: Group) -> list[Group]:
+    """A flat per-sample group cut into groups of at most about ``regions.LOOP_WEIGHT``
+    and ``regions.REGION_NAMES`` names (one value can be a sum of a thousand products;
+    the values its pieces pass on go through tile buffers). A group with loops of its own
+    stays whole: its accumulators start and finish within it."""
+    if not (g.per_sample and _flat(g.body)) or regions.weight(g.body) <= regions.LOOP_WEIGHT:
+        return [g]
+    pieces: list[Group] = []
+    body: list = []
+    w, names = 0, set()
+    for s in g.body:
+        body.append(s)
+        w += regions.weight([s])
+        names |= regions.statement_names(s)
+        if w >= regions.LOOP_WEIGHT or len(names) >= regions.REGION_NAMES:
+            pieces.append(Group(body, g.per_sample, g.last))
+            body, w, names = [], 0, set()
+    if body:
+        pieces.append(Group(body, g.per_sample, g.last))
+    return pieces
 
 
 def _accumulates(body: list) -> bool:
