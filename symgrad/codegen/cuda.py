@@ -342,8 +342,9 @@ class _KernelPrinter:
         pad = "  " * depth
         if isinstance(s, L.Loop):
             return self._loop(s, depth)
-        if isinstance(s, L.Region):  # inline: nvcc's compile time is not the concern
-            return [line for t in s.body for line in self.stmt(t, depth)]
+        if isinstance(s, L.Region):  # only the CPU lowering cuts code into regions
+            raise TypeError("the CUDA printer takes no loop IR regions (the GPU lowering "
+                            "does not make them; kernel launches walk the bodies as they are)")
         if isinstance(s, L.Let):
             t = ctype(value_dtype(s.value))
             return [f"{pad}const {t} {s.name} = {self.expr(s.value)};"]

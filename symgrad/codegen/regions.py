@@ -163,9 +163,12 @@ def bounded(body: list) -> list:
     run_names: set[str] = set()
     horizon = -1  # the last statement reading a Let of the run
 
-    def close(full: bool = False) -> None:
+    def close(after: int, full: bool = False) -> None:
+        """End the run; ``after``: the first statement after it."""
         nonlocal run, run_weight, horizon
-        if full or run_weight > REGION_WEIGHT // 8:  # (a few statements stay inline)
+        if horizon >= after:  # a Let of the run is read after it: the run stays inline
+            out.extend(run)
+        elif full or run_weight > REGION_WEIGHT // 8:  # (a few statements stay inline)
             out.append(L.Region(run))
         else:
             out.extend(run)
@@ -175,7 +178,7 @@ def bounded(body: list) -> list:
     for k, s in enumerate(body):
         if isinstance(s, L.Alloc) or (isinstance(s, L.Let) and _index_only(s.value)) or (
                 isinstance(s, L.Loop) and any(isinstance(t, L.Region) for t in s.body)):
-            close()
+            close(k)
             out.append(s)
             continue
         run.append(s)
@@ -184,8 +187,8 @@ def bounded(body: list) -> list:
         if isinstance(s, L.Let):
             horizon = max(horizon, last_read.get(s.name, -1))
         if (run_weight >= REGION_WEIGHT or len(run_names) >= REGION_NAMES) and horizon <= k:
-            close(full=True)
-    close()
+            close(k + 1, full=True)
+    close(len(body))
     return out
 
 

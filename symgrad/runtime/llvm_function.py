@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from symgrad.codegen import blas
+from symgrad.codegen import llvm as llvm_printer
 from symgrad.codegen import llvm_entry as E
 from symgrad.codegen import loopir as L
 from symgrad.codegen.llvm import render_llvm
@@ -79,10 +80,10 @@ def _thread_pool() -> Any:
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
     """A digest of the code that turns loop IR into LLVM IR (part of every cache key)."""
-    from symgrad.codegen import llvm, llvm_entry, llvm_math, llvm_trig, loopir
+    from symgrad.codegen import llvm, llvm_entry, llvm_math, llvm_region, llvm_trig, loopir, tiles
 
     h = hashlib.sha256()
-    for module in (llvm, llvm_entry, llvm_math, llvm_trig, loopir):
+    for module in (llvm, llvm_entry, llvm_math, llvm_region, llvm_trig, loopir, tiles):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 
@@ -99,7 +100,8 @@ class LLVMFunction(CompiledFunction):
         self._source: str | None = None
         # The cache key is the loop IR itself (every field, dtypes included) and the code
         # of the LLVM printer: a cached function skips rendering LLVM IR, not only LLVM.
-        key = hashlib.sha256((_codegen_digest() + repr(self.program.kernels) +
+        key = hashlib.sha256((_codegen_digest() + repr(llvm_printer.MAX_BUFFER_ARGS) +
+                              repr(self.program.kernels) +
                               repr(self.program.stages) + repr(self._index) +
                               repr(self._dim_index)).encode()).hexdigest()
         log = self.compilation

@@ -349,19 +349,27 @@ def check_random_graph(fn, plan: tuple, dtype: np.dtype, n: int, seed: int,
     twin_feeds = needed_feeds(twin, other.feeds(n, seed))
     twin_values = sg.evaluate(twin, **twin_feeds)
     assert len(twin_values) == len(want)
-    # how far float32-sized perturbations of the data move each float64 result: the
-    # rounding error of one float32 evaluation can be lucky (a sum whose errors cancel),
-    # this spread is not (a cosine of a large argument near a zero, seen once)
-    spreads = [np.zeros(np.shape(t)) for t in twin_values]
+    # How far perturbations the size of the dtype's rounding move each result, computed in
+    # float64: one float32 evaluation's error can be lucky (a sum whose errors cancel); these
+    # spreads are not (a cosine of a large argument near a zero). An output that reduces
+    # over the batch is nudged by sqrt(N) roundings, what its sum's own rounding amounts to
+    # (a sine of a sum of 40,009 terms cubed: one ulp of the sum moves it by 0.007, and
+    # the samples in another order rarely change the sum's rounding at all).
     if dtype == F32:
-        rng = np.random.default_rng(seed)
-        for _ in range(2):
-            nudged = {k: v * (1 + 2.0**-24 * rng.choice([-1.0, 1.0], np.shape(v)))
-                      if np.asarray(v).dtype == F64 else v for k, v in twin_feeds.items()}
-            for k, (t, v) in enumerate(zip(twin_values, sg.evaluate(twin, **nudged))):
-                with np.errstate(invalid="ignore"):
-                    spreads[k] = np.fmax(spreads[k], np.abs(np.asarray(v, np.float64)
-                                                            - np.asarray(t, np.float64)))
+        graph, base, values, eps = twin, twin_feeds, twin_values, 2.0**-24
+    else:
+        graph, base, values, eps = outs, needed_feeds(outs, L.feeds(n, seed)), want, 2.0**-52
+    rng = np.random.default_rng(seed)
+    spreads = {wide: [np.zeros(np.shape(t)) for t in values] for wide in (False, True)}
+    for wide in (False, False, True, True):
+        size = eps * (np.sqrt(max(n, 1)) if wide else 1.0)
+        nudged = {k: v * (1 + size * rng.choice([-1.0, 1.0], np.shape(v)))
+                  if np.asarray(v).dtype == F64 else v for k, v in base.items()}
+        for k, (t, v) in enumerate(zip(values, sg.evaluate(graph, **nudged))):
+            with np.errstate(invalid="ignore"):
+                spreads[wide][k] = np.fmax(spreads[wide][k], np.abs(
+                    np.asarray(v, np.float64) - np.asarray(t, np.float64)))
+    spreads = [spreads[reduces_over_batch(o)][k] for k, o in enumerate(outs)]
     rtol = RTOL[dtype] if rtol is None else rtol
     atol = rtol if atol is None else atol
     for i, (g, w, t, spread) in enumerate(zip(got, want, twin_values, spreads)):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import symgrad as sg
 from symgrad.codegen import llvm, regions
+from symgrad.codegen import loopir as L
 
 
 @pytest.fixture
@@ -168,3 +169,20 @@ def test_random_graphs_cut_everywhere(plan, seed):
     finally:
         regions.LOOP_WEIGHT, regions.EXPR_WEIGHT, regions.REGION_WEIGHT = saved
         llvm.MAX_BUFFER_ARGS = saved_args
+
+
+def test_a_cut_never_strands_a_value_read_after_it():
+    """A heavy ``Let`` read after scratch is allocated (a cut the bounds force) stays
+    outside any region, and the kernel builds (a second reading found it wrapped)."""
+    f32 = np.dtype("float32")
+    heavy = L.Load("a", L.Const(0, L.INT), f32)
+    for _ in range(120):
+        heavy = L.Op("exp", (heavy,), f32)
+    assert regions.expr_weight(heavy) > regions.REGION_WEIGHT
+    body = [L.Let("x", heavy), L.Alloc("s", f32, L.Const(4, L.INT)),
+            L.Store("out", L.Const(0, L.INT), L.Local("x", f32))]
+    cut = regions.bounded(body)
+    assert not any(isinstance(s, L.Region) for s in cut)
+    buffers = [L.Buffer("a", f32, "input", (1,)), L.Buffer("out", f32, "output", (1,))]
+    kernel = L.Kernel("k", buffers, [], cut)
+    assert "define" in llvm.render_llvm([kernel], {"a": 0, "out": 1}, {})
