@@ -56,6 +56,7 @@ class TilePass:
                               self.plan.batch, members)
         kernel.comment = f"tiles of {self.tile} samples" + "".join(
             f"; {note}" for note in self.tile_notes)
+        _check_scratch(kernel, self.tile)
         self.tile = None
         return kernel, accs
 
@@ -209,3 +210,35 @@ def _elements(shape: tuple, batch: str | None) -> int:
         if d != batch:
             size *= d if isinstance(d, int) else 64
     return size
+
+
+def _main_stack_bytes() -> int:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    return 64 << 20 if soft in (-1, resource.RLIM_INFINITY) else soft
+
+
+# Tile scratch lives on the stack of whichever thread runs a slice, the caller's included
+# (the pool's threads get ``native_pool.STACK_BYTES``, the main thread its limit, 8 MiB
+# by default): at most that, less 1 MiB for everything else on it
+SCRATCH_LIMIT = max(1 << 20, _main_stack_bytes() - (1 << 20))
+
+
+def _check_scratch(kernel: L.Kernel, tile: int) -> None:
+    """Refuse, with a clear error, a pass whose tile scratch would overflow a thread's stack
+    (a graph of tens of thousands of operators, whose cut loops pass thousands of values
+    through tile buffers), instead of crashing when it runs."""
+    total, stack = 0, list(kernel.body)
+    while stack:
+        s = stack.pop()
+        if isinstance(s, (L.Loop, L.Region)):
+            stack += s.body
+        elif isinstance(s, L.Alloc):
+            size = s.size.value if isinstance(s.size, L.Const) else tile
+            total += max(1, size) * np.dtype(s.dtype).itemsize
+    if total > SCRATCH_LIMIT:
+        raise NotImplementedError(
+            f"{kernel.name}: the pass needs {total / 2**20:.1f} MiB of tile scratch at "
+            f"{tile} samples per tile, over the {SCRATCH_LIMIT / 2**20:.0f} MiB the calling "
+            f"thread's stack can hold; split the model into several compiled functions (or steps)")

@@ -186,3 +186,15 @@ def test_a_cut_never_strands_a_value_read_after_it():
     buffers = [L.Buffer("a", f32, "input", (1,)), L.Buffer("out", f32, "output", (1,))]
     kernel = L.Kernel("k", buffers, [], cut)
     assert "define" in llvm.render_llvm([kernel], {"a": 0, "out": 1}, {})
+
+
+def test_tile_scratch_past_the_stack_is_refused_clearly(monkeypatch):
+    """A pass whose tile scratch would not fit the calling thread's stack is refused when
+    it compiles (naming the pass and the size), never run into a crash."""
+    from symgrad.codegen import lower_tiles
+
+    monkeypatch.setattr(lower_tiles, "SCRATCH_LIMIT", 1024)
+    outs = bc.softmax_regression(features=30, classes=5)
+    with pytest.raises(NotImplementedError, match=r"pass1: the pass needs .* MiB of tile "
+                                                  r"scratch .* stack"):
+        sg.function(outs)
