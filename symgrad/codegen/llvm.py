@@ -24,6 +24,7 @@ from symgrad.codegen.llvm_entry import build_entry
 from symgrad.codegen.llvm_math import MATH_EMITTERS
 from symgrad.codegen.llvm_region import outline
 from symgrad.codegen.llvm_trig import atan
+from symgrad.codegen.regions import buffers_in
 from symgrad.expr import ops_elementwise as E
 from symgrad.expr import ops_math as M
 from symgrad.expr.decompose import expand
@@ -292,13 +293,6 @@ _BY_NAME = Spellings("llvm", LLVM_OPS, _composite)
 MAX_BUFFER_ARGS = 256  # a kernel body's buffer arguments at most (then the table)
 
 
-def _buffers_used(body: list) -> set[str]:
-    """The buffers statements read or write (recursively)."""
-    from symgrad.codegen.llvm_region import buffers_in
-
-    return buffers_in(body)
-
-
 class KernelBuilder:
     """Builds one kernel's LLVM function into a module."""
 
@@ -315,7 +309,7 @@ class KernelBuilder:
         # table itself and loads a pointer where it is used: thousands of arguments cost
         # LLVM's interprocedural passes quadratic time, and its code is in regions, whose
         # own arguments are noalias again.
-        used = _buffers_used(kernel.body)
+        used = buffers_in(kernel.body)
         names = [name for name in buffer_index if name in used]
         self.table_mode = len(names) > MAX_BUFFER_ARGS
         if self.table_mode:

@@ -15,13 +15,13 @@ The function is ``noinline``: inlined back, the caller would be as large as befo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
 from symgrad.codegen import loopir as L
-from symgrad.codegen.tiles import collect
+from symgrad.codegen.loopir import collect
+from symgrad.codegen.regions import buffers_in
 
 if TYPE_CHECKING:
     from symgrad.codegen.llvm import KernelBuilder
@@ -30,18 +30,9 @@ PTR = ir.PointerType()
 I64 = ir.IntType(64)
 
 
-def _statements(body: list) -> Iterator:
-    stack = list(reversed(body))
-    while stack:
-        s = stack.pop()
-        yield s
-        if isinstance(s, (L.Loop, L.Region)):
-            stack.extend(reversed(s.body))
-
-
 def outline(kb: KernelBuilder, region: L.Region, reduction: bool) -> None:
     """Emit ``region`` as a call to a new function of ``kb``'s module."""
-    stmts = list(_statements(region.body))
+    stmts = list(L.statements(region.body))
     if any(isinstance(s, L.Alloc) for s in stmts):  # scratch must outlive the call
         kb.block(region.body, reduction)
         return
@@ -56,7 +47,7 @@ def outline(kb: KernelBuilder, region: L.Region, reduction: bool) -> None:
                   {n for n in names if n in kb.accs} |
                   {n[:-2] for n in names if n.endswith("_i") and n[:-2] in kb.accs})
     values = sorted(n for n in names - defined - set(accs) if n in kb.scope)
-    buffers = sorted(_buffers(stmts, found))
+    buffers = sorted(buffers_in(region.body))
     slots = []
     for name in accs:
         slot, t, index_slot = kb.accs[name]
@@ -98,18 +89,3 @@ def outline(kb: KernelBuilder, region: L.Region, reduction: bool) -> None:
     kb.b.ret_void()
     kb.leave(saved)
     kb.b.call(fn, args)
-
-
-def buffers_in(body: list) -> set[str]:
-    """The buffers (and scratch) statements read or write."""
-    return _buffers(list(_statements(body)), collect(body, L.Load))
-
-
-def _buffers(stmts: list, found: list) -> set[str]:
-    names = {e.buf for e in found if isinstance(e, L.Load)}
-    for s in stmts:
-        if isinstance(s, L.Store):
-            names.add(s.buf)
-        elif isinstance(s, L.Gemm):
-            names |= {s.a, s.b, s.c}
-    return names

@@ -11,7 +11,7 @@ builders/printers over this IR; ``str(kernel)`` prints it for people.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Callable, Union
 
 import numpy as np
@@ -274,6 +274,58 @@ class Kernel:
         if self.comment:
             head += f"; {self.comment}"
         return "\n".join([head] + _fmt_block(self.body, 1))
+
+
+# -- walking ---------------------------------------------------------------------
+
+
+def collect(stmts: list, kind: type | tuple) -> list:
+    """Every sub-expression of type ``kind`` in the statements (recursively), in order;
+    a walk without recursion that builds nothing."""
+    found: list = []
+    stack: list = list(reversed(stmts))
+    while stack:
+        x = stack.pop()
+        if isinstance(x, kind):
+            found.append(x)
+        if isinstance(x, Op):
+            stack.extend(reversed(x.args))
+            continue
+        parts = _PARTS.get(type(x))
+        if parts is None:
+            parts = _PARTS[type(x)] = _parts_of(type(x))
+        for name in parts:
+            part = getattr(x, name)
+            if isinstance(part, list):
+                stack.extend(reversed(part))
+            elif part is not None and not isinstance(part, str):  # (a Gemm's buffer names)
+                stack.append(part)
+    return found
+
+
+_PARTS: dict[type, tuple[str, ...]] = {}  # loop IR node type -> the fields holding IR
+
+
+def _parts_of(t: type) -> tuple[str, ...]:
+    """The fields of a loop IR node that hold expressions or statements, last first (the
+    walk pops them in order)."""
+    if not is_dataclass(t) or t in (Const, Dim, Index, Local):
+        return ()
+    return tuple(reversed([f.name for f in fields(t)
+                           if f.name in ("body", "start", "stop", "offset", "value", "init",
+                                         "index", "cond", "a", "b", "size", "a_offset",
+                                         "b_offset", "c_offset", "m", "n", "k")]))
+
+
+def statements(body: list):
+    """Every statement of ``body``, loop and region bodies included, in order; a walk
+    without recursion."""
+    stack = list(reversed(body))
+    while stack:
+        s = stack.pop()
+        yield s
+        if isinstance(s, (Loop, Region)):
+            stack.extend(reversed(s.body))
 
 
 # -- printing --------------------------------------------------------------------------

@@ -229,12 +229,9 @@ def _check_scratch(kernel: L.Kernel, tile: int) -> None:
     """Refuse, with a clear error, a pass whose tile scratch would overflow a thread's stack
     (a graph of tens of thousands of operators, whose cut loops pass thousands of values
     through tile buffers), instead of crashing when it runs."""
-    total, stack = 0, list(kernel.body)
-    while stack:
-        s = stack.pop()
-        if isinstance(s, (L.Loop, L.Region)):
-            stack += s.body
-        elif isinstance(s, L.Alloc):
+    total = 0
+    for s in L.statements(kernel.body):
+        if isinstance(s, L.Alloc):
             size = s.size.value if isinstance(s.size, L.Const) else tile
             total += max(1, size) * np.dtype(s.dtype).itemsize
     if total > SCRATCH_LIMIT:

@@ -192,33 +192,27 @@ def bounded(body: list) -> list:
     return out
 
 
+def buffers_in(body: list) -> set[str]:
+    """The buffers (and scratch) statements read or write, recursively."""
+    names = {e.buf for e in L.collect(body, L.Load)}
+    for s in L.statements(body):
+        if isinstance(s, (L.Store, L.Alloc)):
+            names.add(s.buf)
+        elif isinstance(s, L.Gemm):
+            names |= {s.a, s.b, s.c}
+    return names
+
+
 def statement_names(s) -> set[str]:
     """The buffers, values and accumulators statement ``s`` refers to."""
-    from symgrad.codegen.tiles import collect
-
-    found = set()
-    for e in collect([s], (L.Local, L.Index, L.Load)):
-        found.add(e.buf if isinstance(e, L.Load) else e.name)
-    stack = [s]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, (L.Loop, L.Region)):
-            stack += t.body
-        elif isinstance(t, (L.Store, L.Alloc)):
-            found.add(t.buf)
-        elif isinstance(t, (L.Acc, L.AccInit)):
-            found.add(t.name)
-        elif isinstance(t, L.Gemm):
-            found |= {t.a, t.b, t.c}
-    return found
+    return buffers_in([s]) | locals_read([s]) | {
+        t.name for t in L.statements([s]) if isinstance(t, (L.Acc, L.AccInit))}
 
 
 def locals_read(body: list) -> set[str]:
     """Names of the values the statements read (recursively): ``Local``s, and ``Index``es
     (a tile's first sample is a ``Let`` read as an index)."""
-    from symgrad.codegen.tiles import collect
-
-    return {e.name for e in collect(body, (L.Local, L.Index))}
+    return {e.name for e in L.collect(body, (L.Local, L.Index))}
 
 
 def _index_only(e: L.Expr) -> bool:

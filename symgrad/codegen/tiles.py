@@ -23,6 +23,7 @@ from typing import Callable
 
 from symgrad.codegen import loopir as L
 from symgrad.codegen import regions
+from symgrad.codegen.loopir import collect  # noqa: F401 - (its callers import it here)
 
 TILE_MAX = 256  # samples per tile at most
 # What a tile's scratch may take (on the stack: the pool's threads get large stacks). 2 MiB
@@ -172,44 +173,6 @@ def _loader(names: set[str], buffers: dict) -> Callable[[L.Expr], L.Expr | None]
 
 def _locals_read(body: list) -> set[str]:
     return {e.name for e in collect(body, L.Local)}
-
-
-def collect(stmts: list, kind: type | tuple) -> list:
-    """Every sub-expression of type ``kind`` in the statements (recursively), in order;
-    a walk without recursion that builds nothing."""
-    found: list = []
-    stack: list = list(reversed(stmts))
-    while stack:
-        x = stack.pop()
-        if isinstance(x, kind):
-            found.append(x)
-        if isinstance(x, L.Op):
-            stack.extend(reversed(x.args))
-            continue
-        parts = _PARTS.get(type(x))
-        if parts is None:
-            parts = _PARTS[type(x)] = _parts_of(type(x))
-        for name in parts:
-            part = getattr(x, name)
-            if isinstance(part, list):
-                stack.extend(reversed(part))
-            elif part is not None and not isinstance(part, str):  # (a Gemm's buffer names)
-                stack.append(part)
-    return found
-
-
-_PARTS: dict[type, tuple[str, ...]] = {}  # loop IR node type -> the fields holding IR
-
-
-def _parts_of(t: type) -> tuple[str, ...]:
-    """The fields of a loop IR node that hold expressions or statements, last first (the
-    walk pops them in order)."""
-    if not is_dataclass(t) or t in (L.Const, L.Dim, L.Index, L.Local):
-        return ()
-    return tuple(reversed([f.name for f in fields(t)
-                           if f.name in ("body", "start", "stop", "offset", "value", "init",
-                                         "index", "cond", "a", "b", "size", "a_offset",
-                                         "b_offset", "c_offset", "m", "n", "k")]))
 
 
 def substitute(e: L.Expr, index: L.Index, value: L.Expr) -> L.Expr:

@@ -80,10 +80,19 @@ def _thread_pool() -> Any:
 @functools.lru_cache(maxsize=1)
 def _codegen_digest() -> str:
     """A digest of the code that turns loop IR into LLVM IR (part of every cache key)."""
-    from symgrad.codegen import llvm, llvm_entry, llvm_math, llvm_region, llvm_trig, loopir, tiles
+    from symgrad.codegen import (
+        llvm,
+        llvm_entry,
+        llvm_math,
+        llvm_region,
+        llvm_trig,
+        loopir,
+        regions,
+        tiles,
+    )
 
     h = hashlib.sha256()
-    for module in (llvm, llvm_entry, llvm_math, llvm_region, llvm_trig, loopir, tiles):
+    for module in (llvm, llvm_entry, llvm_math, llvm_region, llvm_trig, loopir, regions, tiles):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()
 
