@@ -54,8 +54,8 @@ compilation cache.
 Run: python bench/training_steps.py [--quick] [--steps | --latency | --rows NAME,...]
      (--quick: fewer repeats (each row under a minute on 2 cores), no latency table unless
       named; --steps: the step tables only; --latency: the first-step latency table only;
-      --rows: those rows only, of linear, softmax, mlp, logreg, gelu, overhead, digits,
-      latency)
+      --rows: those rows only, of linear, softmax, mlp, logreg, gelu, embed, overhead,
+      digits, latency)
 """
 
 from __future__ import annotations
@@ -499,7 +499,7 @@ TITLES = {"linear": "Linear regression, MSE, SGD lr 0.1 (3 params)",
 def repeats(model: str, n: int, quick: bool) -> int:
     r = {("linear", 1_000_000): 40, ("softmax", 256): 400, ("softmax", 4096): 60,
          ("mlp", 64): 400, ("mlp", 1024): 80, ("logreg", 2_000_000): 30, ("gelu", 256): 200,
-         ("softmax", 1): 40}[(model, n)]
+         ("softmax", 1): 40, ("embed", 256): 200}[(model, n)]
     return max(10, r // 4) if quick else r
 
 
@@ -512,6 +512,9 @@ NEW_TABLES = {
                "(136 MB) read once per step, against the streaming read bandwidth above"),
     "gelu": ("gelu", [256], "ms", None,
              "784-256-10 GELU (erf) net, cross entropy, Adam lr 1e-3"),
+    "embed": ("embed", [256], "ms", None,
+              "Bag-of-words classifier: 8 ids per sample into a 20,000 x 64 embedding, their "
+              "mean, 64 -> 10, cross entropy, Adam lr 1e-3 (the table's gradient a scatter-add)"),
     "overhead": ("softmax", [1], "us", 100,
                  "Per-call overhead: softmax regression 784 -> 10, SGD step at batch 1, "
                  "microseconds per call; each round 100 calls in a row per peer"),

@@ -2,13 +2,21 @@
 
 A gather (``take``, ``take_along_axis``) is an index map whose source index is a load of the
 index buffer: the index, wrapped once if negative and clamped (the bounds are checked before
-the kernels run, ``runtime/compiled.py``; the clamp only keeps a read in bounds). Its
-adjoint, a scatter-add, is rewritten before scheduling as a comparison and a sum over the
-index positions (``dE[v, :] = sum_n where(ids[n] == v, g[n, :], 0)``): when the indices run
-over the batch, that sum is an ordinary accumulator over the batch (a partial per thread,
-combined in thread order, so results are deterministic), reusing the reductions' lowering.
-It costs ``size`` comparisons per cotangent element (the rows of ``E``), not one: correct
-first; a direct scatter into the partial is the faster lowering still to write.
+the kernels run, ``runtime/compiled.py``; the clamp only keeps a read in bounds).
+
+Its adjoint, a scatter-add, takes one of two forms:
+
+- **Indices that run over the batch** (an embedding's ``take(E, ids)`` with ``ids`` per
+  sample), on the CPU: an accumulator over the batch whose element is named by the index
+  (``partial[ids[n], :] += g[n, :]``, ``lower.py``'s ``_accumulator``): one add per
+  cotangent element, into the thread's own partial, combined in thread order as every
+  sum over the batch is, so the result is deterministic. (Written as a comparison and a
+  sum, it cost a comparison per row of ``E`` for each element: 10,000 rows, a 1,000x
+  slower step.)
+- **Everything else** (indices without the batch, a scatter along another axis, the GPU,
+  whose partials are per block): rewritten before scheduling as a comparison and a sum
+  over the index positions (``dE[v, :] = sum_k where(ids[k] == v, g[k, :], 0)``), which
+  the reductions' lowering then computes.
 """
 
 from __future__ import annotations
@@ -44,12 +52,31 @@ def index_position(n: Expr, idx: tuple) -> tuple:
     return idx[axis:axis + ids.ndim] if n.op is TAKE else idx
 
 
-def expand_scatters(outputs: list[Expr]) -> list[Expr]:
-    """Every scatter-add of the graph rewritten as a comparison and a sum (see above)."""
+def scatters_over_batch(n: Expr, batch: str | None) -> bool:
+    """Whether ``n`` is a scatter-add whose indices run over the batch: the cotangent rows
+    of every sample added into one array without the batch (an accumulator)."""
+    if n.op is not SCATTER_ADD or batch is None or batch in n.shape:
+        return False
+    g, ids = n.srcs
+    return g.shape.count(batch) == 1 and ids.shape.count(batch) == 1
+
+
+def scatter_target(n: Expr, g_idx: tuple, label: L.Expr) -> tuple:
+    """The element of scatter-add ``n``'s output that cotangent element ``g_idx`` is added
+    to, given the index value ``label`` read for it."""
+    axis, _, shape = n.arg
+    k = n.srcs[1].ndim
+    return g_idx[:axis] + (position(label, shape[axis]),) + g_idx[axis + k:]
+
+
+def expand_scatters(outputs: list[Expr], batch: str | None = None) -> list[Expr]:
+    """Every scatter-add of the graph rewritten as a comparison and a sum (see above), but
+    those whose indices run over ``batch`` (None: all of them)."""
     memo: dict[Expr, Expr] = {}
     for n in toposort(list(outputs)):
         srcs = tuple(memo[s] for s in n.srcs)
-        if n.op is SCATTER_ADD or n.op is SCATTER_ALONG:
+        direct = scatters_over_batch(n, batch)
+        if (n.op is SCATTER_ADD or n.op is SCATTER_ALONG) and not direct:
             memo[n] = _expanded(n, *srcs)
         else:
             memo[n] = n if srcs == n.srcs else Expr(n.op, srcs, n.arg)
@@ -84,4 +111,5 @@ def _expanded(n: Expr, g: Expr, ids: Expr) -> Expr:
 
 GATHERS = (TAKE, TAKE_ALONG)
 
-__all__ = ["position", "gather_source", "index_position", "expand_scatters", "GATHERS"]
+__all__ = ["position", "gather_source", "index_position", "expand_scatters",
+           "scatters_over_batch", "scatter_target", "GATHERS"]

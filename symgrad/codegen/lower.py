@@ -23,6 +23,7 @@ from symgrad.codegen.program import Accumulator, Program
 from symgrad.codegen.schedule import (
     LEAVES,
     Plan,
+    choose_batch_dim,
     decompose,
     describe,
     per_sample,
@@ -31,9 +32,9 @@ from symgrad.codegen.schedule import (
 )
 from symgrad.expr import ops_tensor as T
 from symgrad.expr.leaves import CONST, INPUT, PARAM, SIZE
-from symgrad.expr.node import ELEMENTWISE, Expr
+from symgrad.expr.node import ELEMENTWISE, Expr, toposort
 from symgrad.expr.ops_band import BANDS
-from symgrad.expr.ops_gather import GATHER_OPS
+from symgrad.expr.ops_gather import GATHER_OPS, SCATTER_ADD
 from symgrad.expr.ops_index import INDEX, SCATTER
 from symgrad.expr.ops_reduce import PROD
 from symgrad.expr.shapes import fmt
@@ -82,7 +83,9 @@ def lower(outputs: list[Expr], target: str = "cpu",
         raise ValueError(f"lowering target must be one of {TARGETS}, got {target!r}")
     compilation = compilation or Compilation()
     with compilation.timed("schedule"):
-        work = decompose(gather.expand_scatters(list(outputs)))  # scatter-adds: sums
+        # scatter-adds become sums (``gather.py``), but on the CPU those over the batch
+        batch = choose_batch_dim(toposort(list(outputs))) if target == "cpu" else None
+        work = decompose(gather.expand_scatters(list(outputs), batch))
         plan = schedule(work)
     with compilation.timed("lower"):
         return _Lowerer(plan, work, target, compilation).program()
@@ -481,6 +484,13 @@ class _Lowerer(TilePass, IndexMaps):
                 transposed = True
                 loops = loops[::-1]
                 self.buffers[partial].shape = n.shape[::-1]
+        elif n.op is SCATTER_ADD:  # indices over the batch: each sample's rows added where
+            g, ids = n.srcs        # its indices point (``gather.py``)
+            g_idx, loops = self._loops(g.shape, {self._batch_axis(g): L.Index("n")})
+            axis = n.arg[0]
+            label = self.expr(ids, g_idx[axis:axis + ids.ndim])
+            out_idx = gather.scatter_target(n, g_idx, label)
+            value = self.expr(g, g_idx)
         else:
             (x,) = n.srcs
             axes, keep = n.arg
@@ -496,7 +506,7 @@ class _Lowerer(TilePass, IndexMaps):
                 mean_of = tuple(x.shape[a] for a in axes)
         offset = L.flat_offset(out_idx[::-1], n.shape[::-1]) if transposed else \
             L.flat_offset(out_idx, n.shape)
-        if not loops:
+        if not loops and n.op is not SCATTER_ADD:
             # a scalar: a register across the whole pass, stored once at the end. A float32
             # sum over millions of samples in a few float32 lanes would lose ~1e-4 (NumPy
             # sums pairwise): float32 lanes add up one chunk of samples (vectorized), and
@@ -518,10 +528,13 @@ class _Lowerer(TilePass, IndexMaps):
                 epilogue.append(L.Store(partial, offset, L.Local(name, n.dtype)))
         else:
             dt = n.dtype
-            if self.cpu and kind == "sum" and dt == np.float32 and n.op is not T.MATMUL:
+            if self.cpu and kind == "sum" and dt == np.float32 and n.op not in (
+                    T.MATMUL, SCATTER_ADD):
                 # the same float32 sum over millions of samples, element by element into
                 # a memory partial, would lose ~1e-2 (mse over (N, 10) at N = 1e6): the
-                # partial adds in float64
+                # partial adds in float64. (A scatter's partial is the size of the table
+                # it scatters into, a thread's copy of a parameter, and each element adds
+                # only the samples that hit it: float32, as NumPy's ``add.at``.)
                 dt = np.dtype("float64")
                 self.buffers[partial].dtype = dt
                 value = L.Op("cast", (value,), dt, dt)

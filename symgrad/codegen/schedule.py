@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from symgrad.codegen.gather import scatters_over_batch
 from symgrad.expr import functions as F
 from symgrad.expr import ops_tensor as T
 from symgrad.expr import tensors
@@ -61,9 +62,12 @@ def per_sample(n: Expr, batch: str | None) -> bool:
 
 
 def is_batch_accumulator(n: Expr, batch: str | None) -> bool:
-    """A reduction that sums (max, min) the batch axis of a per-sample value away."""
+    """A reduction that sums (max, min) the batch axis of a per-sample value away (a
+    scatter-add whose indices run over the batch among them, ``gather.py``)."""
     if batch is None or batch in n.shape:
         return False
+    if scatters_over_batch(n, batch):
+        return True
     if n.op is T.MATMUL:
         a, b = n.srcs
         return (a.shape[-1] == batch and a.ndim <= 2 and b.ndim <= 2
@@ -135,7 +139,8 @@ def schedule(outputs: list[Expr]) -> Plan:
     for n in nodes:
         if n.op in LEAVES:
             continue
-        if n in out_set or n.op in REDUCTIONS or n.op.kind in (REDUCE, CONTRACT):
+        if (n in out_set or n.op in REDUCTIONS or n.op.kind in (REDUCE, CONTRACT)
+                or scatters_over_batch(n, batch)):
             materialized.add(n)
         elif users[n] > 1 and not _cheap(n):
             materialized.add(n)

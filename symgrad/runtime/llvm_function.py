@@ -45,10 +45,19 @@ MIN_WORK_PER_THREAD = 500_000
 # another program delays leaves its later slices to the others. More slices, more partials
 # to combine after the pass (a weight gradient's each): 2 measured enough on 2 cores
 SLICES_PER_THREAD = 2
+# A pass's partials cost about this many operations per element and slice (set before the
+# pass, read and added after it): a pass is split only as far as each slice's work pays for
+# the partials it adds (an embedding's gradient at batch 1,024 has a partial the size of its
+# table, ~100x the pass's work: one slice)
+PARTIAL_COST = 4
 # A call's reusable scratch (arena, partials, tables) is kept for the next call when it is
-# at most this big, for at most this many sets of sizes: enough for a training loop's batch
-# sizes and an evaluation's; a larger call allocates its own (its work dwarfs the cost).
+# at most this big, or at most SCRATCH_PER_PARAM_BYTES times the parameters' bytes (a
+# training step's partials and new values scale with its parameters: an embedding table of
+# 13 MB, allocated afresh each call, cost its step 10 ms of page faults), for at most
+# IDLE_SCRATCH sets of sizes: enough for a training loop's batch sizes and an evaluation's;
+# a larger call (a long batch's stored values) allocates its own: its work dwarfs the cost
 SCRATCH_CACHE_BYTES = 16 << 20
+SCRATCH_PER_PARAM_BYTES = 4
 IDLE_SCRATCH = 4
 _pool: Any = None
 _pool_lock = threading.Lock()
@@ -178,7 +187,7 @@ class LLVMFunction(CompiledFunction):
         try:
             return self._call(plan, scratch, arrays, sizes, commit, accept)
         finally:  # every kernel and worker is done with it: the next call may take it
-            if scratch.nbytes <= SCRATCH_CACHE_BYTES:
+            if scratch.nbytes <= self._scratch_cap:
                 idle[key] = scratch
                 if len(idle) > IDLE_SCRATCH:
                     with self._lock:
@@ -277,6 +286,8 @@ class LLVMFunction(CompiledFunction):
                 self._partial_specs[name] = (i, spec.shape, np.dtype(spec.dtype))
             else:
                 self._owned.append((i, name, spec.shape, np.dtype(spec.dtype)))
+        self._scratch_cap = max(SCRATCH_CACHE_BYTES, SCRATCH_PER_PARAM_BYTES * sum(
+            math.prod(slot.shape) * np.dtype(slot.dtype).itemsize for _, slot in self._params))
         # the sizes a plan depends on: the kernels' dims, the batch, the dims of a mean
         used = set(self.dim_names) - {L.THREADS.name}  # (set per pass, not a size)
         used.update(d for accs in prog.accumulators.values() for a in accs
@@ -331,11 +342,15 @@ class LLVMFunction(CompiledFunction):
                 continue
             n = sizes[prog.plan.batch]
             work = n * prog.work_per_sample.get(stage, 1)
-            threads = max(1, min(threads_wanted, work // min_work, n // 64))
+            partial_work = PARTIAL_COST * sum(
+                math.prod(bound(self._partial_specs[acc.partial][1]))
+                for acc in prog.accumulators.get(stage, []))
+            most = work // max(min_work, partial_work)
+            threads = max(1, min(threads_wanted, most, n // 64))
             # slices claimed by whichever thread is free (``native_pool``): more slices than
             # threads, so a thread another program delays leaves its share to the others
             slices = threads if threads == 1 else max(threads, min(
-                SLICES_PER_THREAD * threads, n // 64))
+                SLICES_PER_THREAD * threads, n // 64, most))
             plan.passes.append((slices, [n * t // slices for t in range(slices + 1)]))
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]

@@ -95,6 +95,79 @@ def test_repeated_ids_add_up_float32():
         np.testing.assert_array_equal(sg.function(g, backend=backend)(**feeds), want)
 
 
+def _pass_text(f) -> str:
+    text = f.loop_ir
+    return text[text.index("kernel pass1"):].split("\nkernel ", 1)[0]
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_scatter_over_the_batch_adds_each_element_once(axis, monkeypatch):
+    """An embedding's gradient (indices per sample) is an accumulator over the batch that
+    adds each cotangent element where its index points: no comparison with the table's
+    rows in the pass (that was a comparison per row and element: a 10,000-row table made
+    the step 1,000x slower), the same as ``np.add.at`` at the tile's tails and at every
+    split over threads, and the same bits again for the same thread count."""
+    from symgrad.runtime import llvm_function
+
+    monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)  # split even tiny passes
+    monkeypatch.setattr(llvm_function, "PARTIAL_COST", 0)
+    rows, width = 300, 4
+    rng = np.random.default_rng(7)
+    shape = (rows, width) if axis == 0 else (width, rows)
+    E = sg.param("E", init=rng.standard_normal(shape).astype(np.float32))
+    ids = sg.input("ids", shape=("N",), dtype="int32")
+    w = sg.input("w", shape=("N", width) if axis == 0 else (width, "N"))
+    grad = sg.grad(sg.sum(sg.take(E, ids, axis=axis) * w), E)
+    f = sg.function(grad)
+    assert f"scatter_add float32 ({shape[0]}, {shape[1]}) (accumulates over N)" in f.plan
+    assert " == " not in _pass_text(f)
+    before = sg.get_num_threads()
+    try:
+        for n in (0, 1, 255, 256, 257, 1031):
+            feeds = {"ids": rng.integers(-rows, rows, n).astype(np.int32),
+                     "w": rng.standard_normal((n, width) if axis == 0 else (width, n))
+                     .astype(np.float32)}
+            want = np.zeros(shape, np.float32)
+            at = np.where(feeds["ids"] < 0, feeds["ids"] + rows, feeds["ids"])
+            np.add.at(want if axis == 0 else want.T, at,
+                      feeds["w"] if axis == 0 else feeds["w"].T)
+            for threads in (1, 2, 3):
+                sg.set_num_threads(threads)
+                got = f(**feeds)
+                what = f"N={n} threads={threads}"
+                if threads == 1:  # samples in order, as np.add.at adds them
+                    np.testing.assert_array_equal(got, want, err_msg=what)
+                else:
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=what)
+                np.testing.assert_array_equal(f(**feeds), got, err_msg=what)  # deterministic
+    finally:
+        sg.set_num_threads(before)
+
+
+def test_a_large_table_takes_one_slice_and_keeps_its_scratch():
+    """A pass whose partial (a thread's copy of a 200,000-row table) outweighs its work is
+    not split (each slice would set and add the whole table again), and the call's
+    scratch, larger than the default cache size, is kept for the next call."""
+    from symgrad.runtime import llvm_function
+
+    rows, width = 200_000, 16
+    E = sg.param("E", init=np.zeros((rows, width), np.float32))
+    ids = sg.input("ids", shape=("N",), dtype="int32")
+    step = sg.compile_step(sg.mean(sg.sum(E[ids], axis=1) ** 2), sg.optim.SGD(lr=0.1))
+    before = sg.get_num_threads()
+    try:
+        sg.set_num_threads(2)
+        feeds = {"ids": np.arange(0, 4096 * 37, 37, dtype=np.int32)}
+        step(**feeds)
+        compiled = step._function._compiled
+        assert [slices for slices, _ in compiled.last_passes] == [1]
+        assert compiled._idle, "the scratch was dropped after the call"
+        scratch = next(iter(compiled._idle.values()))
+        assert scratch.nbytes > llvm_function.SCRATCH_CACHE_BYTES
+    finally:
+        sg.set_num_threads(before)
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_derivatives_against_finite_differences(axis):
     rng = np.random.default_rng(1)
