@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from symgrad.codegen import fusion, gather, reductions, regions, tiles
+from symgrad.codegen import fusion, gather, reductions, regions, registers, tiles
 from symgrad.codegen import loopir as L
 from symgrad.codegen.index_maps import IndexMaps, bcast, index_map, reshape_index
 from symgrad.codegen.lower_tiles import TilePass
@@ -175,6 +175,9 @@ class _Lowerer(TilePass, IndexMaps):
                 continue
             kernels.append(self._between_kernel(stage, members))
             stages.append(stage)
+        if self.cpu and self.compilation.on("registers"):
+            for name in registers.keep_in_registers(kernels, self.buffers):
+                self.buffers[name].shape = ()  # (no kernel touches it: one element)
         how = {stage: k.comment for stage, k in zip(stages, kernels) if stage % 2 and k.comment}
         text = describe(self.plan, self.labels, how)
         notes = [lines for _, lines in stage_lines(self.plan, self.labels, how)]

@@ -23,6 +23,7 @@ PASSES = ("derive", "simplify", "schedule", "lower", "render", "jit")
 SWITCHES = {
     "simplify": "the outputs compiled as written (compile_step still derives)",
     "fuse": "each value of a stage between passes in its own loop nest",
+    "registers": "intermediates read only in the loop that writes them stored in buffers",
     "blas": "contractions over a tile as loop nests instead of BLAS calls",
     "optimize": "LLVM's -O3 pipeline skipped (unvectorized, slow code; fast to compile)",
 }

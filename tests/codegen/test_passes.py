@@ -22,7 +22,7 @@ def _model():
     return loss, (W1, W2), feeds
 
 
-@pytest.mark.parametrize("off", ["fuse", "blas", "optimize", "simplify"])
+@pytest.mark.parametrize("off", ["fuse", "blas", "optimize", "simplify", "registers"])
 def test_a_pass_switched_off_changes_the_code_not_the_result(off):
     loss, params, feeds = _model()
     outputs = [loss, *sg.grad(loss, list(params))]
