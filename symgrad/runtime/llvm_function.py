@@ -45,6 +45,11 @@ MIN_WORK_PER_THREAD = 500_000
 # another program delays leaves its later slices to the others. More slices, more partials
 # to combine after the pass (a weight gradient's each): 2 measured enough on 2 cores
 SLICES_PER_THREAD = 2
+# ... when its partials hold at most this many elements in all; else one slice per thread.
+# Each slice sets its partials, and the kernel after the pass adds them one after another
+# (the 784-256-10 GELU net's weight gradient, 200,704 elements: 4 slices at batch 256 took
+# 2.6-2.8 ms, 2 slices 1.9-2.1; the softmax regression's 7,850: 4 slices 0.14 ms, 2 0.19)
+EXTRA_SLICE_PARTIALS = 32_768
 # A pass's partials cost about this many operations per element and slice (set before the
 # pass, read and added after it): a pass is split only as far as each slice's work pays for
 # the partials it adds (an embedding's gradient at batch 1,024 has a partial the size of its
@@ -342,15 +347,16 @@ class LLVMFunction(CompiledFunction):
                 continue
             n = sizes[prog.plan.batch]
             work = n * prog.work_per_sample.get(stage, 1)
-            partial_work = PARTIAL_COST * sum(
-                math.prod(bound(self._partial_specs[acc.partial][1]))
-                for acc in prog.accumulators.get(stage, []))
-            most = work // max(min_work, partial_work)
+            partial_elements = sum(math.prod(bound(self._partial_specs[acc.partial][1]))
+                                   for acc in prog.accumulators.get(stage, []))
+            most = work // max(min_work, PARTIAL_COST * partial_elements)
             threads = max(1, min(threads_wanted, most, n // 64))
             # slices claimed by whichever thread is free (``native_pool``): more slices than
-            # threads, so a thread another program delays leaves its share to the others
+            # threads, so a thread another program delays leaves its share to the others,
+            # where the partials are small (each slice sets and adds its own)
+            per_thread = SLICES_PER_THREAD if partial_elements <= EXTRA_SLICE_PARTIALS else 1
             slices = threads if threads == 1 else max(threads, min(
-                SLICES_PER_THREAD * threads, n // 64, most))
+                per_thread * threads, n // 64, most))
             plan.passes.append((slices, [n * t // slices for t in range(slices + 1)]))
             for acc in prog.accumulators.get(stage, []):
                 slot, shape, dt = self._partial_specs[acc.partial]

@@ -213,3 +213,25 @@ def test_a_held_pool_runs_the_slices_here_with_the_same_bits(monkeypatch):
             pool.release()
     for a, b in zip(split, here):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("features", [40, 400])
+def test_extra_slices_only_for_small_partials(features, monkeypatch):
+    """Two slices per thread (for a thread another program delays) where the pass's
+    partials are small; one per thread where they are large (each slice sets its own and
+    the kernel after the pass adds them one by one): the same values either way."""
+    from symgrad.runtime import llvm_function
+
+    monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)
+    outputs, _ = mlp(hidden=96, features=features)
+    partials = features * 96 + 96 + 96 * 10 + 1  # dW1, db1, dW2 and the loss
+    feeds = feeds_for("mlp", 1031, features)
+    with threads_of(2):
+        f = sg.function(outputs)
+        got = f(**feeds)
+    small = partials <= llvm_function.EXTRA_SLICE_PARTIALS
+    assert small == (features == 40)
+    assert f._compiled.last_passes[0][0] == (2 * llvm_function.SLICES_PER_THREAD if small
+                                             else 2)
+    for g, w in zip(got, sg.evaluate(outputs, **feeds)):
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
