@@ -58,6 +58,14 @@ def _intrinsic(b: ir.IRBuilder, name: str, args: list, t: ir.Type) -> ir.Value:
     return b.call(fn, args)
 
 
+def _binary_intrinsic(module: ir.Module, name: str, t: ir.Type) -> ir.Function:
+    """``name.f32`` / ``name.f64`` of two arguments (llvmlite's ``declare_intrinsic`` only
+    knows some intrinsics' signatures)."""
+    full = f"{name}.{'f32' if t == F32 else 'f64'}"
+    found = module.globals.get(full)
+    return found if found is not None else ir.Function(module, ir.FunctionType(t, [t, t]), full)
+
+
 def _isnan(b, x):
     return b.fcmp_unordered("uno", x, x)
 
@@ -472,6 +480,13 @@ class KernelBuilder:
             new = b.fadd(old, x, flags=flags) if is_float(t) else b.add(old, x)
         elif s.kind == "prod":
             new = b.fmul(old, x, flags=flags) if is_float(t) else b.mul(old, x)
+        elif s.kind in ("max", "min") and is_float(t):
+            # NaN wins, as in NumPy, through the intrinsic LLVM vectorizes as a reduction
+            # (it does not vectorize the compare-and-select with a NaN test: the max of 32M
+            # floats ran scalar, at 2.8 GB/s). It orders -0 below +0 (NumPy's max of the
+            # two depends on their order; so does the combine of threads' partials, a
+            # select, so a max of zeros may differ in sign between thread counts).
+            new = b.call(_binary_intrinsic(b.module, f"llvm.{s.kind}imum", t), [old, x])
         elif s.kind in ("max", "min"):
             new = _extreme(s.kind == "max")(b, [x, old], t, None)
         else:  # argmax: the first largest; the first NaN wins, as in NumPy

@@ -28,6 +28,7 @@ from symgrad.codegen.schedule import (
     describe,
     per_sample,
     schedule,
+    split_batch_reductions,
     stage_lines,
 )
 from symgrad.expr import ops_tensor as T
@@ -86,6 +87,8 @@ def lower(outputs: list[Expr], target: str = "cpu",
         # scatter-adds become sums (``gather.py``), but on the CPU those over the batch
         batch = choose_batch_dim(toposort(list(outputs))) if target == "cpu" else None
         work = decompose(gather.expand_scatters(list(outputs), batch))
+        if target == "cpu":
+            work = split_batch_reductions(work, batch)
         plan = schedule(work)
     with compilation.timed("lower"):
         return _Lowerer(plan, work, target, compilation).program()

@@ -11,7 +11,8 @@ and its loads the ``Local`` it names, when nothing else can tell the difference:
 - the buffer is an intermediate (role ``temp``), not an output the caller gets;
 - one statement stores it, a statement directly in a loop's body (not inside a region, whose
   values do not outlive it), and every load of it anywhere in the program is in a later
-  statement of that same body, at the offset stored (the element of this iteration).
+  statement of that same body, at the offset stored (the element of this iteration); no
+  BLAS call reads it (a computed weight matrix, ``X @ (U @ V)``: a call reads the buffer).
 
 CPU only: the GPU runtime reads accumulator targets itself (``cuda_function.py``).
 """
@@ -33,8 +34,10 @@ def keep_in_registers(kernels: list[L.Kernel], buffers: dict[str, L.Buffer]) -> 
         for s in L.statements(k.body):
             if isinstance(s, L.Store):
                 stores[s.buf] += 1
-            elif isinstance(s, L.Gemm):
-                stores[s.c] += 2  # (written by a call: never a register)
+            elif isinstance(s, L.Gemm):  # a BLAS call reads and writes whole buffers
+                stores[s.c] += 2  # (never registers: counted as more than the one
+                loads[s.a] += 1   # store, and as loads no Load node matches)
+                loads[s.b] += 1
     candidates = {name for name, b in buffers.items()
                   if b.role == "temp" and stores[name] == 1}
     freed: list[str] = []

@@ -59,8 +59,9 @@ PARTIAL_COST = 4
 # at most this big, or at most SCRATCH_PER_PARAM_BYTES times the parameters' bytes (a
 # training step's partials and new values scale with its parameters: an embedding table of
 # 13 MB, allocated afresh each call, cost its step 10 ms of page faults), for at most
-# IDLE_SCRATCH sets of sizes: enough for a training loop's batch sizes and an evaluation's;
-# a larger call (a long batch's stored values) allocates its own: its work dwarfs the cost
+# IDLE_SCRATCH sets of sizes (one of them larger than SCRATCH_CACHE_BYTES): enough for a
+# training loop's batch sizes and an evaluation's; a larger call (a long batch's stored
+# values) allocates its own: its work dwarfs the cost
 SCRATCH_CACHE_BYTES = 16 << 20
 SCRATCH_PER_PARAM_BYTES = 4
 IDLE_SCRATCH = 4
@@ -193,6 +194,11 @@ class LLVMFunction(CompiledFunction):
             return self._call(plan, scratch, arrays, sizes, commit, accept)
         finally:  # every kernel and worker is done with it: the next call may take it
             if scratch.nbytes <= self._scratch_cap:
+                if scratch.nbytes > SCRATCH_CACHE_BYTES:  # one large scratch kept at most
+                    with self._lock:
+                        for other, kept in list(idle.items()):
+                            if kept.nbytes > SCRATCH_CACHE_BYTES:
+                                idle.pop(other, None)
                 idle[key] = scratch
                 if len(idle) > IDLE_SCRATCH:
                     with self._lock:

@@ -88,3 +88,27 @@ def test_an_optimizer_step_trains_the_same_with_its_intermediates_in_registers()
     for got, want in zip(values, values_off):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("model", ["low rank", "shared clip"])
+def test_a_computed_matrix_a_blas_call_reads_stays_a_buffer(model):
+    """A weight matrix computed before the pass (``U @ V``, ``clip(W)``) is read by the
+    pass's BLAS calls, which name the buffer, not its elements: it keeps its buffer (it
+    was made a register once, and the calls read a one-element buffer: NaN)."""
+    rng = np.random.default_rng(3)
+    X = sg.input("X", ("N", 20), dtype="float64")
+    if model == "low rank":
+        U = sg.param("U", init=rng.standard_normal((20, 4)))
+        V = sg.param("V", init=rng.standard_normal((4, 30)))
+        out = sg.sum(sg.tanh(X @ (U @ V)), axis=1)
+    else:
+        W = sg.param("W", init=rng.standard_normal((20, 30)))
+        clipped = sg.clip(W, -1.0, 1.0)
+        out = sg.sum(X @ clipped + sg.exp(X) @ clipped, axis=1)
+    feeds = {"X": rng.standard_normal((300, 20))}
+    want = sg.evaluate(out, **feeds)
+    for registers in (True, False):
+        f = sg.function(out, passes={"registers": registers})
+        assert "BLAS" in f.plan
+        np.testing.assert_allclose(f(**feeds), want, rtol=1e-10, atol=1e-10,
+                                   err_msg=f"registers={registers}")
