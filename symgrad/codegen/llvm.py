@@ -21,7 +21,7 @@ from symgrad.codegen import blas
 from symgrad.codegen import loopir as L
 from symgrad.codegen.composite import Spellings
 from symgrad.codegen.llvm_entry import build_entry
-from symgrad.codegen.llvm_math import MATH_EMITTERS
+from symgrad.codegen.llvm_math import MATH_EMITTERS, call_intrinsic
 from symgrad.codegen.llvm_region import outline
 from symgrad.codegen.llvm_trig import atan
 from symgrad.codegen.regions import buffers_in
@@ -51,19 +51,6 @@ def _const(t: ir.Type, v) -> ir.Constant:
     if is_float(t):
         return ir.Constant(t, float(v))
     return ir.Constant(t, int(bool(v)) if t == I1 else int(v))
-
-
-def _intrinsic(b: ir.IRBuilder, name: str, args: list, t: ir.Type) -> ir.Value:
-    fn = b.module.declare_intrinsic(name, [t])
-    return b.call(fn, args)
-
-
-def _binary_intrinsic(module: ir.Module, name: str, t: ir.Type) -> ir.Function:
-    """``name.f32`` / ``name.f64`` of two arguments (llvmlite's ``declare_intrinsic`` only
-    knows some intrinsics' signatures)."""
-    full = f"{name}.{'f32' if t == F32 else 'f64'}"
-    found = module.globals.get(full)
-    return found if found is not None else ir.Function(module, ir.FunctionType(t, [t, t]), full)
 
 
 def _isnan(b, x):
@@ -153,7 +140,7 @@ def _power(b, args, t, arg):
                 out = b.fmul(out, x)
             return out
         if _is_constant(y, 0.5):  # what NumPy computes for a scalar 0.5: sqrt(-inf) is nan
-            return _intrinsic(b, "llvm.sqrt", [x], t)
+            return call_intrinsic(b, "llvm.sqrt", x)
         _round_as_numpy(y)
         return MATH_EMITTERS["pow"](b, x, y)
     if t == I1:  # NumPy: True**y and x**False are True, False**True is False
@@ -207,7 +194,7 @@ def _math(name: str) -> Callable:
 def _abs(b, args, t, arg):
     (x,) = args
     if is_float(t):
-        return _intrinsic(b, "llvm.fabs", [x], t)
+        return call_intrinsic(b, "llvm.fabs", x)
     if t == I1:
         return x
     return b.select(b.icmp_signed("<", x, _const(t, 0)), b.neg(x), x)
@@ -274,14 +261,14 @@ LLVM_OPS: dict = {
     E.NE: _compare("!=", "!=", unordered=True),
     E.WHERE: _where, E.EXP: _math("exp"), E.LOG: _math("log"), E.LOG1P: _math("log1p"),
     E.EXPM1: _math("expm1"),
-    E.SQRT: lambda b, args, t, arg: _intrinsic(b, "llvm.sqrt", [args[0]], t),
+    E.SQRT: lambda b, args, t, arg: call_intrinsic(b, "llvm.sqrt", args[0]),
     E.SIN: _math("sin"), E.COS: _math("cos"), E.TAN: _math("tan"), E.TANH: _math("tanh"),
     E.ERF: _math("erf"), E.ABS: _abs, E.SIGN: _sign, E.SIGMOID: _math("sigmoid"),
     E.RELU: _relu, E.SOFTPLUS: _math("softplus"), E.GELU: _math("gelu"),
     E.LEAKY_RELU: _leaky_relu, E.ELU: _elu, E.CAST: _cast_op,
     M.ARCTAN: lambda b, args, t, arg: atan(b, args[0]),
-    M.FLOOR: lambda b, args, t, arg: _intrinsic(b, "llvm.floor", [args[0]], t),
-    M.RINT: lambda b, args, t, arg: _intrinsic(b, "llvm.rint", [args[0]], t),
+    M.FLOOR: lambda b, args, t, arg: call_intrinsic(b, "llvm.floor", args[0]),
+    M.RINT: lambda b, args, t, arg: call_intrinsic(b, "llvm.rint", args[0]),
     M.FMOD: _fmod,
 }
 _DTYPE_OF = {str(t): dt for dt, t in _TYPES.items()}
@@ -486,7 +473,7 @@ class KernelBuilder:
             # floats ran scalar, at 2.8 GB/s). It orders -0 below +0 (NumPy's max of the
             # two depends on their order; so does the combine of threads' partials, a
             # select, so a max of zeros may differ in sign between thread counts).
-            new = b.call(_binary_intrinsic(b.module, f"llvm.{s.kind}imum", t), [old, x])
+            new = call_intrinsic(b, f"llvm.{s.kind}imum", old, x)
         elif s.kind in ("max", "min"):
             new = _extreme(s.kind == "max")(b, [x, old], t, None)
         else:  # argmax: the first largest; the first NaN wins, as in NumPy

@@ -196,6 +196,18 @@ def _type_suffix(ty: ir.Type) -> str:
     return "f64" if isinstance(ty, ir.DoubleType) else "f32"
 
 
+def call_intrinsic(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
+    """Call the overloaded float intrinsic ``name`` (``llvm.fabs``, ``llvm.maximum``) on
+    arguments of one type, declared by its full name (``llvm.fabs.v8f32``): llvmlite's
+    ``declare_intrinsic`` knows only some intrinsics' signatures."""
+    ty = args[0].type
+    full = f"{name}.{_type_suffix(ty)}"
+    fn = b.module.globals.get(full)
+    if fn is None:
+        fn = ir.Function(b.module, ir.FunctionType(ty, [ty] * len(args)), full)
+    return b.call(fn, args)
+
+
 # --------------------------------------------------------------------------- emitter helper
 class _Em:
     """A builder bound to one floating type (scalar or vector): typed constants and operations."""
@@ -231,13 +243,7 @@ class _Em:
     # intrinsics
     def intr(self, name: str, *args: ir.Value) -> ir.Value:
         """Call the overloaded intrinsic ``name`` (e.g. ``llvm.fabs.v8f32``) on args of one type."""
-        ty = args[0].type
-        full = f"{name}.{_type_suffix(ty)}"
-        module = self.b.module
-        fn = module.globals.get(full)
-        if fn is None:
-            fn = ir.Function(module, ir.FunctionType(ty, [ty] * len(args)), full)
-        return self.b.call(fn, args)
+        return call_intrinsic(self.b, name, *args)
 
     def fabs(self, x):
         return self.intr("llvm.fabs", x)

@@ -84,11 +84,12 @@ def lower(outputs: list[Expr], target: str = "cpu",
         raise ValueError(f"lowering target must be one of {TARGETS}, got {target!r}")
     compilation = compilation or Compilation()
     with compilation.timed("schedule"):
-        # scatter-adds become sums (``gather.py``), but on the CPU those over the batch
+        # the CPU's rewrites over the batch (none on the GPU: no batch named here):
+        # scatter-adds over it stay accumulators, the rest become sums (``gather.py``), and
+        # reductions over it and other axes are split
         batch = choose_batch_dim(toposort(list(outputs))) if target == "cpu" else None
         work = decompose(gather.expand_scatters(list(outputs), batch))
-        if target == "cpu":
-            work = split_batch_reductions(work, batch)
+        work = split_batch_reductions(work, batch)
         plan = schedule(work)
     with compilation.timed("lower"):
         return _Lowerer(plan, work, target, compilation).program()

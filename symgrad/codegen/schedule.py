@@ -60,12 +60,10 @@ def split_batch_reductions(outputs: list[Expr], batch: str | None) -> list[Expr]
         (x,), (axes, keep) = srcs, n.arg
         axes = tuple(range(x.ndim)) if axes is None else axes
         bax = x.shape.index(batch)
-        if bax not in axes or len(axes) == 1:
-            continue
+        if bax not in axes or len(axes) == 1 or (n.op is T.MEAN and x.dtype.kind != "f"):
+            continue  # (an integer mean adds in float64, as the reference: left whole)
         others = tuple(a for a in axes if a != bax)
         at = bax if keep else bax - sum(a < bax for a in others)
-        if n.op is T.MEAN and x.dtype.kind != "f":
-            continue  # (an integer mean adds in float64, as the reference: left whole)
         if n.op is T.MEAN:  # the sum's one rounded division by the count, as the reference
             split = tensors.sum(tensors.sum(x, others, keep), at, keep) / leaves.size(
                 tuple(x.shape[a] for a in axes), x.dtype)
