@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from backend_cases import emulated  # noqa: F401  (the CUDA emulator fixture)
 from diffhelp import assert_close_fd, fd_grad
+from test_llvm_backend import thread_count
 
 import symgrad as sg
 
@@ -109,8 +110,7 @@ def test_a_scatter_over_the_batch_adds_each_element_once(axis, monkeypatch):
     split over threads, and the same bits again for the same thread count."""
     from symgrad.runtime import llvm_function
 
-    monkeypatch.setattr(llvm_function, "MIN_WORK_PER_THREAD", 1)  # split even tiny passes
-    monkeypatch.setattr(llvm_function, "PARTIAL_COST", 0)
+    monkeypatch.setattr(llvm_function, "PARTIAL_COST", 0)  # (thread_count: every pass split)
     rows, width = 300, 4
     rng = np.random.default_rng(7)
     shape = (rows, width) if axis == 0 else (width, rows)
@@ -121,27 +121,23 @@ def test_a_scatter_over_the_batch_adds_each_element_once(axis, monkeypatch):
     f = sg.function(grad)
     assert f"scatter_add float32 ({shape[0]}, {shape[1]}) (accumulates over N)" in f.plan
     assert " == " not in _pass_text(f)
-    before = sg.get_num_threads()
-    try:
-        for n in (0, 1, 255, 256, 257, 1031):
-            feeds = {"ids": rng.integers(-rows, rows, n).astype(np.int32),
-                     "w": rng.standard_normal((n, width) if axis == 0 else (width, n))
-                     .astype(np.float32)}
-            want = np.zeros(shape, np.float32)
-            at = np.where(feeds["ids"] < 0, feeds["ids"] + rows, feeds["ids"])
-            np.add.at(want if axis == 0 else want.T, at,
-                      feeds["w"] if axis == 0 else feeds["w"].T)
-            for threads in (1, 2, 3):
-                sg.set_num_threads(threads)
+    for n in (0, 1, 255, 256, 257, 1031):
+        feeds = {"ids": rng.integers(-rows, rows, n).astype(np.int32),
+                 "w": rng.standard_normal((n, width) if axis == 0 else (width, n))
+                 .astype(np.float32)}
+        want = np.zeros(shape, np.float32)
+        at = np.where(feeds["ids"] < 0, feeds["ids"] + rows, feeds["ids"])
+        np.add.at(want if axis == 0 else want.T, at, feeds["w"] if axis == 0 else feeds["w"].T)
+        for threads in (1, 2, 3):
+            with thread_count(threads):
                 got = f(**feeds)
-                what = f"N={n} threads={threads}"
-                if threads == 1:  # samples in order, as np.add.at adds them
-                    np.testing.assert_array_equal(got, want, err_msg=what)
-                else:
-                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=what)
-                np.testing.assert_array_equal(f(**feeds), got, err_msg=what)  # deterministic
-    finally:
-        sg.set_num_threads(before)
+                again = f(**feeds)
+            what = f"N={n} threads={threads}"
+            if threads == 1:  # samples in order, as np.add.at adds them
+                np.testing.assert_array_equal(got, want, err_msg=what)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=what)
+            np.testing.assert_array_equal(again, got, err_msg=what)  # deterministic
 
 
 def test_a_large_table_takes_one_slice_and_keeps_its_scratch():
@@ -154,18 +150,13 @@ def test_a_large_table_takes_one_slice_and_keeps_its_scratch():
     E = sg.param("E", init=np.zeros((rows, width), np.float32))
     ids = sg.input("ids", shape=("N",), dtype="int32")
     step = sg.compile_step(sg.mean(sg.sum(E[ids], axis=1) ** 2), sg.optim.SGD(lr=0.1))
-    before = sg.get_num_threads()
-    try:
-        sg.set_num_threads(2)
-        feeds = {"ids": np.arange(0, 4096 * 37, 37, dtype=np.int32)}
-        step(**feeds)
-        compiled = step._function._compiled
-        assert [slices for slices, _ in compiled.last_passes] == [1]
-        assert compiled._idle, "the scratch was dropped after the call"
-        scratch = next(iter(compiled._idle.values()))
-        assert scratch.nbytes > llvm_function.SCRATCH_CACHE_BYTES
-    finally:
-        sg.set_num_threads(before)
+    with thread_count(2, split_every_pass=False):
+        step(ids=np.arange(0, 4096 * 37, 37, dtype=np.int32))
+    compiled = step._function._compiled
+    assert [slices for slices, _ in compiled.last_passes] == [1]
+    assert compiled._idle, "the scratch was dropped after the call"
+    scratch = next(iter(compiled._idle.values()))
+    assert scratch.nbytes > llvm_function.SCRATCH_CACHE_BYTES
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
