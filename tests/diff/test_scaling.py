@@ -305,9 +305,10 @@ def test_a_loss_over_1000_scalar_parameters_differentiates_in_seconds():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
-def test_sums_of_10000_terms_differentiate(tree):
-    f = sg.mean(_wide(10_000, tree, f"big{int(tree)}") ** 2)
+def test_a_sum_of_10000_terms_differentiates():
+    # a chain of additions, the deep form (a balanced tree of them is at most as deep; the
+    # two forms are compared at 150 and 1,200 terms above)
+    f = sg.mean(_wide(10_000, False, "big") ** 2)
     params = [p for p in toposort([f]) if p.op.name == "param"]
     grads = sg.grad(f, params)
     assert len(grads) == 10_000
