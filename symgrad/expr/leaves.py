@@ -71,10 +71,24 @@ class ParamSlot:
     @property
     def value(self) -> np.ndarray:
         """The current value (fetched from the GPU first if a step there changed it). The
-        array may be written in place, so a GPU copy is treated as stale after a read."""
+        array may be written in place, so a GPU copy is treated as stale after a read, and a
+        step may replace it (``swap``): hold the parameter, not this array."""
         if self.mirror is not None:
             self.mirror.to_host(self._value)
         return self._value
+
+    def swap(self, new: np.ndarray) -> np.ndarray:
+        """Make ``new`` the value, without a copy, and return the array it replaces: a
+        compiled step's commit of a large new value (``runtime.llvm_function``), whose
+        buffer for the next step's new value is then the old array. ``new`` is C-contiguous,
+        of this shape and dtype; compiled functions that hold the old array's address
+        compare it with the value at their next call."""
+        if new.shape != self.shape or new.dtype != self.dtype or \
+                not new.flags.c_contiguous or self.mirror is not None:
+            raise RuntimeError(f"parameter {self.name!r}: cannot take a "
+                                 f"{new.dtype} {new.shape} array in place of its value")
+        old, self._value = self._value, new
+        return old
 
     def snapshot(self) -> np.ndarray:
         """A read-only copy of the current value, which later steps do not change."""

@@ -34,6 +34,7 @@ from symgrad.runtime.compiled import (
     distinct_arrays,
     leaf_result,
 )
+from symgrad.runtime.signals import deferred_signals
 from symgrad.runtime.threads import get_num_threads
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -65,6 +66,12 @@ PARTIAL_COST = 4
 SCRATCH_CACHE_BYTES = 16 << 20
 SCRATCH_PER_PARAM_BYTES = 4
 IDLE_SCRATCH = 4
+# A new value of at least this many bytes that the native entry commits is not copied into
+# its parameter: the parameter takes the step's array (``ParamSlot.swap``) and the step
+# writes the next new value into the old one. The copies were a fifth of a bag-of-words
+# step's time (three 5 MB tables per Adam step); below this, a copy costs less than the
+# ~1 us of Python a swap takes
+SWAP_MIN_BYTES = 64 << 10
 _pool: Any = None
 _pool_lock = threading.Lock()
 _addressof, _char_at = ctypes.addressof, ctypes.c_char.from_buffer
@@ -221,16 +228,13 @@ class LLVMFunction(CompiledFunction):
                 address = c.ctypes.data
             for table in tables:
                 table[i] = address
+        params = scratch.params
         for i, slot in self._params:
-            # a parameter's array is never replaced (it is written in place), so its
-            # address is in the tables already; a GPU copy newer than it is fetched first
-            if slot.mirror is not None:
-                value = slot.value
-                if value is not scratch.params[i]:
-                    scratch.params[i] = value
-                    address = value.ctypes.data
-                    for table in tables:
-                        table[i] = address
+            # a parameter's array is in the tables already unless a step has swapped it
+            # since (``SWAP_MIN_BYTES``); a GPU copy newer than it is fetched first
+            value = slot._value if slot.mirror is None else slot.value
+            if value is not params[i]:
+                self._moved(scratch, i, value)
         views: list[np.ndarray] = []  # the fresh buffers: outputs the caller gets
         if plan.fresh_bytes:
             fresh = np.empty(plan.fresh_bytes, np.uint8)
@@ -266,6 +270,8 @@ class LLVMFunction(CompiledFunction):
         if self._repeated_outputs:  # function([loss, loss]): two arrays, not one twice
             results = distinct_arrays(results)
         if plan.commits and ctl[E.STATUS]:  # committed in the native call
+            if plan.swaps:
+                self._swap(plan, scratch, commit)
             for i in commit:
                 results[i] = None
             return results
@@ -275,6 +281,32 @@ class LLVMFunction(CompiledFunction):
                 if results[i] is kept[plan.results[i][1]]:
                     results[i] = results[i].copy()
         return commit_on_host(results, commit if accepted else None)
+
+    def _moved(self, scratch: _Scratch, i: int, value: np.ndarray) -> None:
+        """Parameter slot ``i``'s array is ``value`` now (swapped by a step, or fetched from
+        a GPU copy): the tables and the commit list point at it."""
+        scratch.params[i] = value
+        address = _address(value)
+        for table in scratch.tables:
+            table[i] = address
+        word = scratch.commit_words.get(i)
+        if word is not None:
+            scratch.lists[0][word] = address
+
+    def _swap(self, plan: _Plan, scratch: _Scratch, commit: dict[int, Any]) -> None:
+        """The committed new values of ``plan.swaps``: each parameter takes the array the
+        step wrote and gives its old one for the next step's new value."""
+        views = scratch.views
+        with deferred_signals():  # all or nothing, even under Ctrl-C
+            for i, name, slot_index, param_index in plan.swaps:
+                new = views[name]
+                old = commit[i].swap(new)
+                views[name] = old
+                address = _address(old)
+                for table in scratch.tables:
+                    table[slot_index] = address
+                if param_index is not None:
+                    self._moved(scratch, param_index, new)
 
     def _layout(self) -> None:
         """Which buffer is what, worked out once: inputs are fed, parameters and constants
@@ -297,6 +329,7 @@ class LLVMFunction(CompiledFunction):
                 self._partial_specs[name] = (i, spec.shape, np.dtype(spec.dtype))
             else:
                 self._owned.append((i, name, spec.shape, np.dtype(spec.dtype)))
+        self._param_index = {id(slot): i for i, slot in self._params}
         self._scratch_cap = max(SCRATCH_CACHE_BYTES, SCRATCH_PER_PARAM_BYTES * sum(
             math.prod(slot.shape) * np.dtype(slot.dtype).itemsize for _, slot in self._params))
         # the sizes a plan depends on: the kernels' dims, the batch, the dims of a mean
@@ -323,12 +356,30 @@ class LLVMFunction(CompiledFunction):
 
         buffer_of = [None if o.op in LEAVES else prog.node_buffer[o] for o in prog.outputs]
         fresh = {b for i, b in enumerate(buffer_of) if b is not None and i not in committed}
+        # new values the parameters take without a copy: each its own array of the
+        # parameter's shape and dtype (outside the arena), the source of no other output
+        plan.swaps = []
+        if commit and key[4] is not None:
+            for i, slot in commit.items():
+                name = buffer_of[i]
+                spec = prog.buffers.get(name) if name is not None else None
+                if spec is None or spec.role not in ("output", "temp") or \
+                        buffer_of.count(name) != 1 or \
+                        name in fresh or np.dtype(spec.dtype) != slot.dtype or \
+                        bound(spec.shape) != tuple(slot.shape) or \
+                        slot.dtype.itemsize * math.prod(slot.shape) < SWAP_MIN_BYTES:
+                    continue
+                plan.swaps.append((i, name, self._index[name],
+                                   self._param_index.get(id(slot))))
+        swapped = {name for _, name, _, _ in plan.swaps}
         targets = {a.target for accs in prog.accumulators.values() for a in accs}
         kept = ({b for b in buffer_of if b is not None} | targets) - fresh
         plan.scratch_offsets, plan.fresh_offsets, plan.fresh_views = [], [], []
         plan.kept_views, fresh_index = [], {}
         sizes_in = {True: 0, False: 0}  # bytes in the fresh and the reused arena
         for i, name, shape, dt in self._owned:
+            if name in swapped:
+                continue
             shaped = bound(shape)
             nbytes = math.prod(shaped) * dt.itemsize
             is_fresh = name in fresh
@@ -371,6 +422,11 @@ class LLVMFunction(CompiledFunction):
                 plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], slices))
             plan.max_threads = max(plan.max_threads, slices)
         plan.commits, plan.gates = self._native_commit(plan, key[4], commit, bound)
+        # those arrays hold the new values either way; swapped only when the entry commits
+        # (committed in Python, they are copied)
+        plan.swap_buffers = plan.swaps
+        if not plan.commits:
+            plan.swaps = []
         with self._lock:
             if len(self._plans) >= 16:  # many batch sizes: keep the newest few
                 self._plans.pop(next(iter(self._plans)))
@@ -392,7 +448,10 @@ class LLVMFunction(CompiledFunction):
             if spec is None or np.dtype(spec.dtype) != slot.dtype or \
                     bound(spec.shape) != tuple(slot.shape):
                 return [], []
-            commits.append((i, self._index[name], slot.dtype.itemsize * math.prod(slot.shape)))
+            nbytes = slot.dtype.itemsize * math.prod(slot.shape)
+            if any(i == swap[0] for swap in plan.swaps):
+                nbytes = 0  # (swapped after the call: ``_swap``)
+            commits.append((i, self._index[name], nbytes))
         gate_slots = []
         for i in gates:
             name = prog.node_buffer.get(outputs[i]) if outputs[i].op not in LEAVES else None
@@ -427,6 +486,11 @@ class LLVMFunction(CompiledFunction):
             nbytes += block.nbytes
         s.views = {name: np.ndarray(shaped, dt, s.arena, offset)
                    for name, shaped, dt, offset in plan.kept_views}
+        for i, name, slot_index, _ in plan.swap_buffers:
+            spare = s.views[name] = np.empty(commit[i].shape, commit[i].dtype)
+            nbytes += spare.nbytes
+            for table in s.tables:
+                table[slot_index] = _address(spare)
         s.dims = (ctypes.c_int64 * max(1, len(plan.dims)))(*plan.dims)
         s.dims_address = ctypes.addressof(s.dims)
         s.tables_list = (ctypes.c_void_p * len(s.addresses))(*s.addresses)
@@ -435,7 +499,11 @@ class LLVMFunction(CompiledFunction):
         # the entry's control words (``llvm_entry``): the commit and gate lists, each
         # pass's slices and bounds
         commits = [w for i, slot, nbytes in plan.commits
-                   for w in (commit[i].value.ctypes.data, slot, nbytes)]
+                   for w in (_address(commit[i].value), slot, nbytes)]
+        # where each copied parameter's address is in the commit list (``_moved``)
+        s.commit_words = {self._param_index[id(commit[i])]: 3 * k
+                          for k, (i, _, _) in enumerate(plan.commits)
+                          if id(commit[i]) in self._param_index}
         gates = [w for pair in plan.gates for w in pair]
         s.lists = [(ctypes.c_int64 * max(1, len(words)))(*words) for words in (commits, gates)]
         s.bounds = []
@@ -460,7 +528,7 @@ class _Plan:
 
     __slots__ = ("dims", "scratch_offsets", "scratch_bytes", "fresh_offsets", "fresh_bytes",
                  "fresh_views", "kept_views", "results", "kept_results", "partials",
-                 "max_threads", "passes", "commits", "gates")
+                 "max_threads", "passes", "commits", "gates", "swaps", "swap_buffers")
 
 
 class _Scratch:
@@ -471,4 +539,4 @@ class _Scratch:
 
     __slots__ = ("arena", "tables", "addresses", "partials", "views", "params", "dims",
                  "dims_address", "tables_list", "tables_address", "nbytes", "lists", "bounds",
-                 "ctl")
+                 "ctl", "commit_words")
