@@ -109,7 +109,7 @@ class ParamSlot:
         if arr.shape != self.shape:
             raise ValueError(f"parameter {self.name!r}: expected shape {fmt(self.shape)}, "
                              f"got {fmt(arr.shape)}")
-        # Write in place: compiled steps hold this array, so they see the new value.
+        # Write in place: the array compiled functions point at (a step may swap it later).
         if self.mirror is not None:
             self.mirror.forget_device()
         self._value[...] = arr.astype(self.dtype, copy=False)

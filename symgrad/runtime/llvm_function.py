@@ -9,6 +9,7 @@ in thread order, so a given thread count always gives the same result).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -75,6 +76,7 @@ SWAP_MIN_BYTES = 64 << 10
 _pool: Any = None
 _pool_lock = threading.Lock()
 _addressof, _char_at = ctypes.addressof, ctypes.c_char.from_buffer
+_NOT_HELD = contextlib.nullcontext()
 
 
 def _address(a: np.ndarray) -> int:
@@ -257,21 +259,26 @@ class LLVMFunction(CompiledFunction):
         hook = self.data_parallel
         if hook is not None:
             hook.enter(plan, scratch, ctl)
-        try:
-            self._entry(scratch.tables_address, scratch.dims_address, ctypes.addressof(ctl))
-        finally:
-            if pool is not None:
-                pool.release()
-            if hook is not None:  # (the scratch is reused: its dims and ctl as they were)
-                hook.leave(plan, scratch, ctl)
+        # a plan that swaps commits in two parts (the copies in the entry, the swaps here):
+        # a signal arriving in between would tear the step, so it waits for both
+        held = deferred_signals() if plan.swaps else _NOT_HELD
+        with held:
+            try:
+                self._entry(scratch.tables_address, scratch.dims_address,
+                            ctypes.addressof(ctl))
+            finally:
+                if pool is not None:
+                    pool.release()
+                if hook is not None:  # (the scratch is reused: dims and ctl as they were)
+                    hook.leave(plan, scratch, ctl)
+            if plan.swaps and ctl[E.STATUS]:
+                self._swap(plan, scratch, commit)
         kept = scratch.views
         results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
                    leaf_result(ref, arrays, sizes) for kind, ref in plan.results]
         if self._repeated_outputs:  # function([loss, loss]): two arrays, not one twice
             results = distinct_arrays(results)
-        if plan.commits and ctl[E.STATUS]:  # committed in the native call
-            if plan.swaps:
-                self._swap(plan, scratch, commit)
+        if plan.commits and ctl[E.STATUS]:  # committed in the native call (and swapped)
             for i in commit:
                 results[i] = None
             return results
@@ -296,17 +303,16 @@ class LLVMFunction(CompiledFunction):
     def _swap(self, plan: _Plan, scratch: _Scratch, commit: dict[int, Any]) -> None:
         """The committed new values of ``plan.swaps``: each parameter takes the array the
         step wrote and gives its old one for the next step's new value."""
-        views = scratch.views
-        with deferred_signals():  # all or nothing, even under Ctrl-C
-            for i, name, slot_index, param_index in plan.swaps:
-                new = views[name]
-                old = commit[i].swap(new)
-                views[name] = old
-                address = _address(old)
-                for table in scratch.tables:
-                    table[slot_index] = address
-                if param_index is not None:
-                    self._moved(scratch, param_index, new)
+        views = scratch.views  # (signals held by the caller since before the entry)
+        for i, name, slot_index, param_index in plan.swaps:
+            new = views[name]
+            old = commit[i].swap(new)
+            views[name] = old
+            address = _address(old)
+            for table in scratch.tables:
+                table[slot_index] = address
+            if param_index is not None:
+                self._moved(scratch, param_index, new)
 
     def _layout(self) -> None:
         """Which buffer is what, worked out once: inputs are fed, parameters and constants

@@ -133,3 +133,33 @@ def test_assigning_and_checkpoints_see_the_swapped_array(tmp_path):
     ref(**_batch(64, 2))
     step(**_batch(64, 2))
     np.testing.assert_allclose(W.value, rW.value, rtol=2e-5, atol=1e-6)
+
+
+def test_ctrl_c_during_a_swapping_step_tears_nothing():
+    """SIGINT raised as the native entry returns (where a signal that arrived during the
+    call is handled): the entry's copies (b, the step count) and the swaps (W, its moments)
+    are one commit, and the KeyboardInterrupt comes after both."""
+    import signal
+
+    step, (W, b), _ = _model("llvm")
+    twin, twin_params, _ = _model("llvm")
+    compiled = step._function._compiled
+    entry = compiled._entry
+
+    def entry_interrupted(*args):
+        entry(*args)
+        signal.raise_signal(signal.SIGINT)
+
+    compiled._entry = entry_interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            step(**_batch(64, 0))
+    finally:
+        compiled._entry = entry
+    twin(**_batch(64, 0))
+    assert step.step_count == twin.step_count == 1
+    for p, q in zip((W, b), twin_params):
+        np.testing.assert_array_equal(p.value, q.value)
+    for name, state in step.optimizer_state.items():
+        for k, v in state.items():
+            np.testing.assert_array_equal(v, twin.optimizer_state[name][k])
