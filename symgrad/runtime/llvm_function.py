@@ -261,7 +261,7 @@ class LLVMFunction(CompiledFunction):
             hook.enter(plan, scratch, ctl)
         # a plan that swaps commits in two parts (the copies in the entry, the swaps here):
         # a signal arriving in between would tear the step, so it waits for both
-        held = deferred_signals() if plan.swaps else _NOT_HELD
+        held = deferred_signals() if plan.swaps and plan.commits else _NOT_HELD
         with held:
             try:
                 self._entry(scratch.tables_address, scratch.dims_address,
@@ -271,7 +271,7 @@ class LLVMFunction(CompiledFunction):
                     pool.release()
                 if hook is not None:  # (the scratch is reused: dims and ctl as they were)
                     hook.leave(plan, scratch, ctl)
-            if plan.swaps and ctl[E.STATUS]:
+            if plan.swaps and ctl[E.STATUS]:  # (1 only when the entry committed)
                 self._swap(plan, scratch, commit)
         kept = scratch.views
         results = [views[ref] if kind == 0 else kept[ref] if kind == 1 else
@@ -302,17 +302,15 @@ class LLVMFunction(CompiledFunction):
 
     def _swap(self, plan: _Plan, scratch: _Scratch, commit: dict[int, Any]) -> None:
         """The committed new values of ``plan.swaps``: each parameter takes the array the
-        step wrote and gives its old one for the next step's new value."""
+        step wrote and gives its old one for the next step's new value (the tables' entry
+        for the parameter itself is refreshed at the next call, as every function's is)."""
         views = scratch.views  # (signals held by the caller since before the entry)
-        for i, name, slot_index, param_index in plan.swaps:
-            new = views[name]
-            old = commit[i].swap(new)
+        for i, name, slot_index in plan.swaps:
+            old = commit[i].swap(views[name])
             views[name] = old
             address = _address(old)
             for table in scratch.tables:
                 table[slot_index] = address
-            if param_index is not None:
-                self._moved(scratch, param_index, new)
 
     def _layout(self) -> None:
         """Which buffer is what, worked out once: inputs are fed, parameters and constants
@@ -363,21 +361,20 @@ class LLVMFunction(CompiledFunction):
         buffer_of = [None if o.op in LEAVES else prog.node_buffer[o] for o in prog.outputs]
         fresh = {b for i, b in enumerate(buffer_of) if b is not None and i not in committed}
         # new values the parameters take without a copy: each its own array of the
-        # parameter's shape and dtype (outside the arena), the source of no other output
+        # parameter's shape and dtype (outside the arena), the source of no other output;
+        # swapped only when the entry commits (committed in Python, they are copied)
         plan.swaps = []
         if commit and key[4] is not None:
             for i, slot in commit.items():
                 name = buffer_of[i]
                 spec = prog.buffers.get(name) if name is not None else None
                 if spec is None or spec.role not in ("output", "temp") or \
-                        buffer_of.count(name) != 1 or \
-                        name in fresh or np.dtype(spec.dtype) != slot.dtype or \
-                        bound(spec.shape) != tuple(slot.shape) or \
+                        buffer_of.count(name) != 1 or name in fresh or \
+                        not _holds(spec, slot, bound) or \
                         slot.dtype.itemsize * math.prod(slot.shape) < SWAP_MIN_BYTES:
                     continue
-                plan.swaps.append((i, name, self._index[name],
-                                   self._param_index.get(id(slot))))
-        swapped = {name for _, name, _, _ in plan.swaps}
+                plan.swaps.append((i, name, self._index[name]))
+        swapped = {name for _, name, _ in plan.swaps}
         targets = {a.target for accs in prog.accumulators.values() for a in accs}
         kept = ({b for b in buffer_of if b is not None} | targets) - fresh
         plan.scratch_offsets, plan.fresh_offsets, plan.fresh_views = [], [], []
@@ -428,11 +425,6 @@ class LLVMFunction(CompiledFunction):
                 plan.partials[acc.partial] = (slot, shaped, dt, max(before[3], slices))
             plan.max_threads = max(plan.max_threads, slices)
         plan.commits, plan.gates = self._native_commit(plan, key[4], commit, bound)
-        # those arrays hold the new values either way; swapped only when the entry commits
-        # (committed in Python, they are copied)
-        plan.swap_buffers = plan.swaps
-        if not plan.commits:
-            plan.swaps = []
         with self._lock:
             if len(self._plans) >= 16:  # many batch sizes: keep the newest few
                 self._plans.pop(next(iter(self._plans)))
@@ -447,16 +439,14 @@ class LLVMFunction(CompiledFunction):
         if not commit or gates is None:
             return [], []
         prog, outputs = self.program, self.program.outputs
-        commits = []
+        commits, swapped = [], {i for i, _, _ in plan.swaps}
         for i, slot in commit.items():
             kind, name = plan.results[i]
             spec = prog.buffers[name] if kind == 1 else None
-            if spec is None or np.dtype(spec.dtype) != slot.dtype or \
-                    bound(spec.shape) != tuple(slot.shape):
+            if spec is None or not _holds(spec, slot, bound):
                 return [], []
-            nbytes = slot.dtype.itemsize * math.prod(slot.shape)
-            if any(i == swap[0] for swap in plan.swaps):
-                nbytes = 0  # (swapped after the call: ``_swap``)
+            # (a swapped value: no bytes to copy, ``_swap`` after the call)
+            nbytes = 0 if i in swapped else slot.dtype.itemsize * math.prod(slot.shape)
             commits.append((i, self._index[name], nbytes))
         gate_slots = []
         for i in gates:
@@ -492,7 +482,7 @@ class LLVMFunction(CompiledFunction):
             nbytes += block.nbytes
         s.views = {name: np.ndarray(shaped, dt, s.arena, offset)
                    for name, shaped, dt, offset in plan.kept_views}
-        for i, name, slot_index, _ in plan.swap_buffers:
+        for i, name, slot_index in plan.swaps:
             spare = s.views[name] = np.empty(commit[i].shape, commit[i].dtype)
             nbytes += spare.nbytes
             for table in s.tables:
@@ -527,6 +517,11 @@ class LLVMFunction(CompiledFunction):
         return s
 
 
+def _holds(spec: Any, slot: Any, bound: Callable) -> bool:
+    """Buffer ``spec`` holds a value of parameter ``slot`` (its dtype, its shape)."""
+    return np.dtype(spec.dtype) == slot.dtype and bound(spec.shape) == tuple(slot.shape)
+
+
 class _Plan:
     """Worked out once per key of ``LLVMFunction.run`` (sizes, threads, committed outputs):
     the dims, where each owned buffer lies (the fresh arena: outputs returned to the caller;
@@ -534,7 +529,7 @@ class _Plan:
 
     __slots__ = ("dims", "scratch_offsets", "scratch_bytes", "fresh_offsets", "fresh_bytes",
                  "fresh_views", "kept_views", "results", "kept_results", "partials",
-                 "max_threads", "passes", "commits", "gates", "swaps", "swap_buffers")
+                 "max_threads", "passes", "commits", "gates", "swaps")
 
 
 class _Scratch:
